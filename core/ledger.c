@@ -701,11 +701,13 @@ static uint32_t transfer_exists(const sz_transfer_t *event, const sz_transfer_t 
     if (existing->credit_account_id != event->credit_account_id) {
         return SZ_CREATE_TRANSFER_EXISTS_WITH_DIFFERENT_CREDIT_ACCOUNT_ID;
     }
-    /* With a balancing flag the request's amount is an upper limit and the stored amount
-     * the clamped one, so a faithful retry must not differ on it (as TigerBeetle 0.15). */
+    /* With a balancing flag the request's amount is an upper limit (0: none) and the
+     * stored amount the clamped one: a faithful retry asks for at least what was booked,
+     * so only a request below it differs (as TigerBeetle 0.15). */
     bool balancing =
         (event->flags & (SZ_TRANSFER_BALANCING_DEBIT | SZ_TRANSFER_BALANCING_CREDIT)) != 0;
-    if (!balancing && existing->amount != event->amount) {
+    if (balancing ? (event->amount != 0 && event->amount < existing->amount)
+                  : existing->amount != event->amount) {
         return SZ_CREATE_TRANSFER_EXISTS_WITH_DIFFERENT_AMOUNT;
     }
     if (existing->user_data_128 != event->user_data_128) {
