@@ -38,6 +38,12 @@ static_assert(SCAN_BUFFER_SIZE >= 2 * SZ_JOURNAL_WRITE_SIZE_MAX, "scan buffer ho
 /* Segments are numbered from 0; a journal this long would be 10^6 GiB. */
 #define SEGMENT_COUNT_MAX 1000000u
 #define BUFFER_COUNT_MAX (SZ_JOURNAL_IN_FLIGHT_MAX + 1u)
+/* Past the end, writes of this journal can only be found within the in-flight window
+ * (writes are issued in order, each right after the previous one), so a run of zeros
+ * longer than every in-flight write together ends the search: scanning the rest of a
+ * 1 GiB preallocated segment at every start would cost a second. Damage beyond more
+ * than SZ_JOURNAL_IN_FLIGHT_MAX consecutive lost writes goes unnoticed. */
+#define TAIL_ZERO_RUN_MAX (2u * SZ_JOURNAL_IN_FLIGHT_MAX * SZ_JOURNAL_WRITE_SIZE_MAX)
 
 typedef struct journal_write {
     uint64_t sequence;
@@ -451,13 +457,23 @@ static int scan_chain(sz_journal_t *journal, scan_state_t *scan, sz_journal_prob
 
 /* Looks at every 128-byte step of [start, end of file) for headers of later ops. */
 static int tail_scan_segment(sz_journal_t *journal, scan_state_t *scan, scan_reader_t *reader,
-                             uint64_t start, bool end_segment) {
+                             uint64_t start, bool end_segment, bool *quiet_out) {
     uint64_t block = start / SZ_STORAGE_SECTOR_SIZE * SZ_STORAGE_SECTOR_SIZE;
+    uint64_t zero_run = 0;
+    *quiet_out = false;
     for (; block + SZ_STORAGE_SECTOR_SIZE <= reader->file_size; block += SZ_STORAGE_SECTOR_SIZE) {
         const uint8_t *view = NULL;
         int result = reader_view(reader, block, SZ_STORAGE_SECTOR_SIZE, &view);
         if (result < 0) return result;
-        if (bytes_zero(view, SZ_STORAGE_SECTOR_SIZE)) continue;
+        if (bytes_zero(view, SZ_STORAGE_SECTOR_SIZE)) {
+            zero_run += SZ_STORAGE_SECTOR_SIZE;
+            if (zero_run >= TAIL_ZERO_RUN_MAX) {
+                *quiet_out = true;
+                return 0;
+            }
+            continue;
+        }
+        zero_run = 0;
         uint64_t step_first = block < start ? start - block : 0;
         bool nonzero = false;
         for (uint64_t step = step_first; step < SZ_STORAGE_SECTOR_SIZE;
@@ -485,8 +501,9 @@ static int tail_scan_segment(sz_journal_t *journal, scan_state_t *scan, scan_rea
 
 static int tail_scan(sz_journal_t *journal, scan_state_t *scan) {
     int result = 0;
+    bool quiet = false;
     if (scan->reader.file >= 0) {
-        result = tail_scan_segment(journal, scan, &scan->reader, scan->end.offset, true);
+        result = tail_scan_segment(journal, scan, &scan->reader, scan->end.offset, true, &quiet);
         if (result < 0) return result;
     }
     for (uint32_t segment = scan->end.segment + 1; segment < SEGMENT_COUNT_MAX; segment++) {
@@ -494,7 +511,10 @@ static int tail_scan(sz_journal_t *journal, scan_state_t *scan) {
         if (result == -ENOENT) return 0;
         if (result < 0) return result;
         scan->later_segments = true;
-        result = tail_scan_segment(journal, scan, &scan->probe, 0, false);
+        /* A quiet stretch in the end segment means no rollover came after it (a rollover
+         * leaves less than one write free), so later segments only need a look if the
+         * scan above was not quiet; they are still removed on truncation. */
+        if (!quiet) result = tail_scan_segment(journal, scan, &scan->probe, 0, false, &quiet);
         reader_close(&scan->probe);
         if (result < 0) return result;
     }

@@ -43,7 +43,7 @@
 #define SZ_JOURNAL_EVENT_SIZE 128u
 #define SZ_JOURNAL_BODY_SIZE_MAX (SZ_BATCH_EVENTS_MAX * SZ_JOURNAL_EVENT_SIZE)
 #define SZ_JOURNAL_ENTRY_SIZE_MAX (SZ_JOURNAL_HEADER_SIZE + SZ_JOURNAL_BODY_SIZE_MAX)
-/* One full batch per write, sector padded: 1 MiB + 4 KiB. Smaller entries share it. */
+/* One full batch per write, sector padded: exactly 1 MiB. Smaller entries share it. */
 #define SZ_JOURNAL_WRITE_SIZE_MAX                                                       \
     ((SZ_JOURNAL_ENTRY_SIZE_MAX + SZ_STORAGE_SECTOR_SIZE - 1) / SZ_STORAGE_SECTOR_SIZE *   \
      SZ_STORAGE_SECTOR_SIZE)
