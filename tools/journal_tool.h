@@ -38,9 +38,12 @@ static inline int journal_tool_exit_code(int error) {
 static inline int journal_tool_fail(const char *command, const char *directory, int error,
                                     const sz_journal_problem_t *problem) {
     if (problem != NULL && problem->reason[0] != '\0') {
-        fprintf(stderr, "sumzero %s: %s/%s offset %llu op %llu: %s (%s)\n", command, directory,
+        /* strerror(EUCLEAN) ("Structure needs cleaning") would only confuse. */
+        fprintf(stderr, "sumzero %s: %s/%s offset %llu op %llu: %s%s%s%s\n", command, directory,
                 problem->file, (unsigned long long)problem->offset,
-                (unsigned long long)problem->op, problem->reason, strerror(-error));
+                (unsigned long long)problem->op, problem->reason,
+                error == -EUCLEAN ? "" : " (", error == -EUCLEAN ? "" : strerror(-error),
+                error == -EUCLEAN ? "" : ")");
     } else {
         fprintf(stderr, "sumzero %s: %s: %s\n", command, directory, strerror(-error));
     }
