@@ -353,7 +353,7 @@ static sz_batch_status_t batch_check(const sz_ledger_t *ledger, sz_operation_t o
                                      uint32_t event_count, uint64_t timestamp) {
     if (event_count > SZ_BATCH_EVENTS_MAX) return SZ_BATCH_TOO_MANY_EVENTS;
     if (timestamp <= ledger->timestamp_last) return SZ_BATCH_TIMESTAMP_INVALID;
-    if (timestamp > UINT64_MAX - SZ_BATCH_EVENTS_MAX) return SZ_BATCH_TIMESTAMP_INVALID;
+    if (timestamp > SZ_TIMESTAMP_MAX) return SZ_BATCH_TIMESTAMP_INVALID;
     return sz_ledger_capacity_check(ledger, operation, event_count);
 }
 
@@ -1081,7 +1081,9 @@ sz_batch_status_t sz_ledger_expire_pending(sz_ledger_t *ledger, uint64_t timesta
                                            sz_u128 *expired_ids_out,
                                            uint32_t *expired_count_out) {
     *expired_count_out = 0;
-    if (timestamp <= ledger->timestamp_last) return SZ_BATCH_TIMESTAMP_INVALID;
+    if (timestamp <= ledger->timestamp_last || timestamp > SZ_TIMESTAMP_MAX) {
+        return SZ_BATCH_TIMESTAMP_INVALID;
+    }
     uint32_t expired_count = 0;
     /* Folded into the digest: which transfers this op expired. */
     XXH3_state_t expired_hash;

@@ -43,10 +43,14 @@ typedef struct sz_ledger_config {
 /* Every capacity must be at least one and at most this. */
 #define SZ_LEDGER_CAPACITY_MAX (UINT32_MAX / 4u)
 
+/* The highest timestamp a write batch may take: room for a full batch below 2^64 (ns since
+ * the Unix epoch: the year 2554). */
+#define SZ_TIMESTAMP_MAX (UINT64_MAX - SZ_BATCH_EVENTS_MAX)
+
 typedef enum sz_batch_status {
     SZ_BATCH_APPLIED = 0,
     SZ_BATCH_TOO_MANY_EVENTS = 1, /* more than SZ_BATCH_EVENTS_MAX events */
-    SZ_BATCH_TIMESTAMP_INVALID = 2, /* not above the last timestamp, or would overflow */
+    SZ_BATCH_TIMESTAMP_INVALID = 2, /* not above the last timestamp, or above SZ_TIMESTAMP_MAX */
     SZ_BATCH_ACCOUNTS_FULL = 3,
     SZ_BATCH_TRANSFERS_FULL = 4,
     SZ_BATCH_PENDING_FULL = 5,
@@ -113,7 +117,8 @@ uint64_t sz_ledger_expiry_next(const sz_ledger_t *ledger);
 
 /* Expires, in (expiry time, creation timestamp) order, up to SZ_EXPIRE_EVENTS_MAX pending
  * transfers whose expiry is at or before timestamp, releasing their pending amounts.
- * timestamp must be above the last timestamp (it is consumed like a one-event batch).
+ * timestamp must be above the last timestamp and at most SZ_TIMESTAMP_MAX (it is consumed
+ * like a one-event batch).
  * The ids of the expired transfers go to expired_ids_out (room for SZ_EXPIRE_EVENTS_MAX,
  * may be NULL) and their count to expired_count_out. */
 sz_batch_status_t sz_ledger_expire_pending(sz_ledger_t *ledger, uint64_t timestamp,
@@ -127,7 +132,8 @@ uint32_t sz_ledger_lookup_accounts(const sz_ledger_t *ledger, const sz_u128 *ids
 uint32_t sz_ledger_lookup_transfers(const sz_ledger_t *ledger, const sz_u128 *ids,
                                     uint32_t id_count, sz_transfer_t *transfers_out);
 
-/* At most min(filter->limit, row_count_max) rows. */
+/* At most min(filter->limit, row_count_max, SZ_BATCH_EVENTS_MAX) rows: one reply's worth;
+ * page with timestamp_min / timestamp_max for more. */
 uint32_t sz_ledger_get_account_transfers(const sz_ledger_t *ledger,
                                          const sz_account_filter_t *filter,
                                          uint32_t row_count_max, sz_transfer_t *transfers_out);

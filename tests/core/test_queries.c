@@ -833,3 +833,28 @@ Test(digest, digest_does_not_depend_on_the_hash_seed_or_capacities) {
     right.transfers_max = 8192;
     script_on_two_ledgers(&left, &right);
 }
+
+Test(capacity, timestamps_are_accepted_up_to_the_ceiling_and_refused_one_past) {
+    scenario_setup();
+    sz_account_t account = account_make(7, 0);
+    uint32_t result_count = 0;
+    sz_u128 expired[SZ_EXPIRE_EVENTS_MAX];
+    /* One past the ceiling: refused whole, for creates and for the expire op alike. */
+    status_expect(sz_ledger_create_accounts(scenario_ledger, &account, 1, SZ_TIMESTAMP_MAX + 1,
+                                            scenario_results, &result_count),
+                  SZ_BATCH_TIMESTAMP_INVALID);
+    status_expect(sz_ledger_expire_pending(scenario_ledger, SZ_TIMESTAMP_MAX + 1, expired,
+                                           &result_count),
+                  SZ_BATCH_TIMESTAMP_INVALID);
+    ledger_snapshot_t before = snapshot_take();
+    cr_assert_eq(before.stats.op_count, 0, "nothing applied");
+    /* At the ceiling: a full batch still fits below 2^64. */
+    status_expect(sz_ledger_create_accounts(scenario_ledger, &account, 1, SZ_TIMESTAMP_MAX,
+                                            scenario_results, &result_count),
+                  SZ_BATCH_APPLIED);
+    cr_assert_eq(result_count, 0);
+    sz_account_t found;
+    sz_u128 id = 7;
+    cr_assert_eq(sz_ledger_lookup_accounts(scenario_ledger, &id, 1, &found), 1);
+    cr_assert_eq(found.timestamp, SZ_TIMESTAMP_MAX);
+}
