@@ -307,6 +307,6 @@ int sz_command_bench_core(int argc, char **argv) {
 int sz_command_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "core") == 0) return sz_command_bench_core(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "journal") == 0) return sz_command_bench_journal(argc - 1, argv + 1);
-    fprintf(stderr, "usage: sumzero bench core [OPTIONS]   (see `sumzero bench core --help`)\n");
+    fprintf(stderr, "usage: sumzero bench core|journal [OPTIONS]   (see `sumzero bench core --help`)\n");
     return (argc >= 2 && strcmp(argv[1], "--help") == 0) ? EX_OK : EX_USAGE;
 }
