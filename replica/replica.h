@@ -1,0 +1,82 @@
+/* replica.h: the ledger thread. It takes checked requests from the request ring,
+ * sequences them (op number and timestamp), journals writes by group commit, applies each
+ * op to the state machine once it is durable, and pushes replies in op order. A cluster
+ * of one for now; followers will plug in between "durable" and "committed".
+ *
+ * Contract:
+ * - sz_replica_open() runs on any thread before the server starts: it opens the journal
+ *   (writable, taking the data directory's lock), replays it into a fresh ledger and
+ *   rebuilds the reply cache from it. sz_replica_run() then runs on the ledger thread
+ *   until sz_replica_stop(); nothing else may touch the replica meanwhile, except
+ *   sz_replica_stop() (any thread) and reading sz_metrics_t.
+ * - Requests (sz_message_t, message.h) carry frames the gateway has fully checked. Each
+ *   one gets exactly one reply pushed into the reply ring, in the order popped, unless
+ *   the journal fails: then sz_replica_run() returns the error and nothing more is
+ *   answered (nothing that is not durable is ever answered OK).
+ * - Writes (create_*) are answered once their op is durable and applied. Reads are
+ *   answered when every op before them has been applied. A write whose (client_id,
+ *   request_number) is the client's last write gets that write's reply again, not a new
+ *   op (REQUEST_CONFLICT if its body differs); an older request number gets
+ *   REQUEST_STALE. The cache keeps the last write of at most clients_max clients (the
+ *   least recently used are forgotten; ids still make their creates idempotent).
+ * - A write that would not fit the ledger's capacities, counting every op not yet applied,
+ *   is answered ACCOUNTS_FULL / TRANSFERS_FULL / PENDING_FULL / HISTORY_FULL without
+ *   being journaled.
+ * - Expiry: when the clock reaches sz_ledger_expiry_next(), the ledger thread journals an
+ *   expire_pending op like any write.
+ * - Waiting: the loop spins briefly, then sleeps on the request ring's futex (with a
+ *   timeout for the next expiry), so an idle server uses no CPU.
+ * - Errors: 0 or a negative errno; sz_replica_open() fills problem_out like
+ *   sz_journal_open() and sz_replay_run().
+ */
+#ifndef SZ_REPLICA_H
+#define SZ_REPLICA_H
+
+#include "core/ledger.h"
+#include "gateway/metrics.h"
+#include "journal/journal.h"
+#include "message.h"
+#include "ring.h"
+
+typedef struct sz_replica_config {
+    sz_ledger_config_t ledger;
+    sz_storage_t *storage;     /* the data directory, formatted; borrowed */
+    uint32_t in_flight_max;    /* journal writes in flight, 0 for the default */
+    uint32_t clients_max;      /* reply cache entries; 0 for 1024 */
+    sz_ring_t *requests;       /* popped by the ledger thread */
+    sz_ring_t *replies;        /* pushed by the ledger thread */
+    /* Called on the ledger thread after replies were pushed (to wake the gateway). */
+    void (*replies_pushed)(void *context);
+    void *context;
+    sz_metrics_t *metrics;     /* may be NULL */
+    /* The time source (ns since the Unix epoch); NULL for CLOCK_REALTIME. A deterministic
+     * simulator passes its own. */
+    uint64_t (*clock_now_ns)(void *context);
+} sz_replica_config_t;
+
+typedef struct sz_replica_info {
+    sz_u128 cluster_id;
+    uint64_t op_last;      /* recovered (after open) or last sequenced */
+    uint64_t op_committed;
+    uint64_t timestamp_last;
+    sz_digest_t digest;
+    sz_ledger_stats_t ledger;
+} sz_replica_info_t;
+
+typedef struct sz_replica sz_replica_t;
+
+SZ_MUST_USE int sz_replica_open(const sz_replica_config_t *config, sz_replica_t **replica_out,
+                                sz_journal_problem_t *problem_out);
+/* The ledger thread's loop. Returns 0 after sz_replica_stop() once every popped request
+ * has been answered and the journal flushed, or the journal's error (the message is in
+ * sz_replica_error_message()). */
+SZ_MUST_USE int sz_replica_run(sz_replica_t *replica);
+/* Any thread: asks the loop to finish what it has and return. */
+void sz_replica_stop(sz_replica_t *replica);
+/* Accepts NULL. Not while sz_replica_run() is running. */
+void sz_replica_close(sz_replica_t *replica);
+
+void sz_replica_info(const sz_replica_t *replica, sz_replica_info_t *info_out);
+const char *sz_replica_error_message(const sz_replica_t *replica);
+
+#endif
