@@ -3,7 +3,8 @@
  * min and max), for 10 thousand and 1 million accounts, uniform and hot (every transfer
  * credits one account), with and without prefetching, and the memory used per account and
  * per transfer. Only sz_ledger_create_transfers() is timed; the batches are generated
- * between the timed calls. Also `sumzero bench` itself, which dispatches by name. */
+ * between the timed calls. Also `sumzero bench` itself, which dispatches by name (no name:
+ * the load generator of bench_server.c). */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -307,6 +308,8 @@ int sz_command_bench_core(int argc, char **argv) {
 int sz_command_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "core") == 0) return sz_command_bench_core(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "journal") == 0) return sz_command_bench_journal(argc - 1, argv + 1);
-    fprintf(stderr, "usage: sumzero bench core|journal [OPTIONS]   (see `sumzero bench core --help`)\n");
-    return (argc >= 2 && strcmp(argv[1], "--help") == 0) ? EX_OK : EX_USAGE;
+    /* No subcommand: the load generator against a real server (bench_server.c). */
+    if (argc < 2 || argv[1][0] == '-') return sz_command_bench_server(argc, argv);
+    fprintf(stderr, "usage: sumzero bench [core|journal] [OPTIONS]   (see `sumzero bench --help`)\n");
+    return EX_USAGE;
 }
