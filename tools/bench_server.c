@@ -31,7 +31,9 @@
 #include <ftw.h>
 #include <getopt.h>
 #include <linux/magic.h>
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -44,6 +46,8 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -667,6 +671,135 @@ static double thread_times_print(const char *who, pid_t pid, const thread_times_
     return total;
 }
 
+/* ---- the server's own view: its Prometheus metrics ----------------------------------- */
+
+#define METRICS_TEXT_SIZE_MAX (1u << 20)
+#define METRICS_BUCKETS_MAX 32u
+
+/* GET /metrics over a plain socket; returns the body's length, or -1. Best effort: the
+ * figures it gives are a diagnosis beside the bench's own, never a verdict. */
+static ssize_t metrics_fetch(const char *address, char *text, size_t text_size) {
+    const char *colon = strrchr(address, ':');
+    if (colon == NULL || strcmp(address, "none") == 0) return -1;
+    char host[64];
+    size_t host_size = (size_t)(colon - address);
+    if (host_size >= sizeof(host)) return -1;
+    memcpy(host, address, host_size);
+    host[host_size] = '\0';
+    struct sockaddr_in target = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    if (inet_pton(AF_INET, host, &target.sin_addr) != 1) return -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct timeval timeout = {.tv_sec = 5};
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    static const char request[] = "GET /metrics HTTP/1.0\r\n\r\n";
+    size_t size = 0;
+    if (connect(fd, (struct sockaddr *)&target, sizeof(target)) != 0 ||
+        write(fd, request, sizeof(request) - 1) != (ssize_t)(sizeof(request) - 1)) {
+        close(fd);
+        return -1;
+    }
+    for (;;) {
+        if (size + 1 >= text_size) break;
+        ssize_t got = read(fd, text + size, text_size - size - 1);
+        if (got <= 0) break;
+        size += (size_t)got;
+    }
+    close(fd);
+    text[size] = '\0';
+    char *body = strstr(text, "\r\n\r\n");
+    if (body == NULL || strncmp(text, "HTTP/1.1 200", 12) != 0) return -1;
+    body += 4;
+    size_t body_size = size - (size_t)(body - text);
+    memmove(text, body, body_size + 1);
+    return (ssize_t)body_size;
+}
+
+/* A histogram's cumulative bucket counts and their upper bounds, in the text's order
+ * (ascending); or a plain value (count 0, value set). */
+typedef struct metric_reading {
+    uint32_t bucket_count;
+    double bounds[METRICS_BUCKETS_MAX];
+    double cumulative[METRICS_BUCKETS_MAX];
+    double value;
+} metric_reading_t;
+
+static void metric_read(const char *text, const char *name, metric_reading_t *reading_out) {
+    *reading_out = (metric_reading_t){0};
+    char bucket_prefix[128], value_prefix[128];
+    snprintf(bucket_prefix, sizeof(bucket_prefix), "%s_bucket{le=\"", name);
+    snprintf(value_prefix, sizeof(value_prefix), "%s ", name);
+    for (const char *line = text; line != NULL && *line != '\0';) {
+        const char *end = strchr(line, '\n');
+        if (strncmp(line, bucket_prefix, strlen(bucket_prefix)) == 0 &&
+            reading_out->bucket_count < METRICS_BUCKETS_MAX) {
+            const char *bound = line + strlen(bucket_prefix);
+            const char *count = strstr(bound, "} ");
+            if (count != NULL) {
+                uint32_t index = reading_out->bucket_count++;
+                reading_out->bounds[index] = strncmp(bound, "+Inf", 4) == 0 ? INFINITY : strtod(bound, NULL);
+                reading_out->cumulative[index] = strtod(count + 2, NULL);
+            }
+        } else if (strncmp(line, value_prefix, strlen(value_prefix)) == 0) {
+            reading_out->value = strtod(line + strlen(value_prefix), NULL);
+        }
+        line = end != NULL ? end + 1 : NULL;
+    }
+}
+
+/* The upper bound of the bucket holding the p-th percentile of what was recorded between
+ * two readings (log2 buckets: within a factor of two). */
+static double metric_percentile(const metric_reading_t *before, const metric_reading_t *after,
+                                double percentile) {
+    if (after->bucket_count == 0 || after->bucket_count != before->bucket_count) return NAN;
+    double total = after->cumulative[after->bucket_count - 1] -
+                   before->cumulative[before->bucket_count - 1];
+    if (total <= 0) return NAN;
+    double rank = ceil(total * percentile / 100.0);
+    for (uint32_t index = 0; index < after->bucket_count; index++) {
+        if (after->cumulative[index] - before->cumulative[index] >= rank) return after->bounds[index];
+    }
+    return INFINITY;
+}
+
+static double metric_count(const metric_reading_t *before, const metric_reading_t *after) {
+    if (after->bucket_count == 0) return after->value - before->value;
+    return after->cumulative[after->bucket_count - 1] - before->cumulative[before->bucket_count - 1];
+}
+
+static const char *const metric_histograms[] = {
+    "sumzero_fdatasync_latency_seconds",
+    "sumzero_commit_latency_seconds",
+    "sumzero_request_latency_seconds",
+    "sumzero_commit_ops",
+    "sumzero_batch_events",
+};
+
+/* Prints the server's group commits and its own latencies over the transfer phase. */
+static void metrics_report(const char *before_text, const char *after_text) {
+    metric_reading_t before, after;
+    for (uint32_t index = 0; index < sizeof(metric_histograms) / sizeof(metric_histograms[0]);
+         index++) {
+        const char *name = metric_histograms[index];
+        metric_read(before_text, name, &before);
+        metric_read(after_text, name, &after);
+        double count = metric_count(&before, &after);
+        bool seconds = strstr(name, "_seconds") != NULL;
+        const char *label = name + strlen("sumzero_");
+        printf("server %s count = %.0f\n", label, count);
+        static const double percentiles[] = {50, 99, 100};
+        for (uint32_t p = 0; p < 3; p++) {
+            double bound = metric_percentile(&before, &after, percentiles[p]);
+            if (isnan(bound)) continue;
+            if (seconds) {
+                printf("server %s p%.0f <= %.3f ms\n", label, percentiles[p], bound * 1e3);
+            } else {
+                printf("server %s p%.0f <= %.0f\n", label, percentiles[p], bound);
+            }
+        }
+    }
+}
+
 /* ---- phases --------------------------------------------------------------------------- */
 
 typedef struct phase {
@@ -1215,6 +1348,11 @@ static bool bench_transfers(bench_t *bench, bool *good) {
     phase_outcome_t outcome;
     static thread_times_t server_before, server_after, client_before, client_after;
     bool ours = bench->server.pid > 0;
+    char *metrics_before = malloc(METRICS_TEXT_SIZE_MAX);
+    char *metrics_after = malloc(METRICS_TEXT_SIZE_MAX);
+    const char *metrics_address = ours ? bench->server.metrics_address : "none";
+    bool metrics = metrics_before != NULL && metrics_after != NULL &&
+                   metrics_fetch(metrics_address, metrics_before, METRICS_TEXT_SIZE_MAX) > 0;
     if (ours) thread_times_read(bench->server.pid, &server_before);
     thread_times_read(getpid(), &client_before);
     uint64_t cpu_ns = process_cpu_ns();
@@ -1235,9 +1373,14 @@ static bool bench_transfers(bench_t *bench, bool *good) {
             thread_times_print("server", bench->server.pid, &server_before, &server_after,
                                outcome.elapsed_ns);
         }
+        if (metrics && metrics_fetch(metrics_address, metrics_after, METRICS_TEXT_SIZE_MAX) > 0) {
+            metrics_report(metrics_before, metrics_after);
+        }
         fflush(stdout);
     }
     free(outcome.latencies_ns);
+    free(metrics_before);
+    free(metrics_after);
     return going;
 }
 
