@@ -671,6 +671,36 @@ static double thread_times_print(const char *who, pid_t pid, const thread_times_
     return total;
 }
 
+/* Busy time of the whole machine (every core), from the first line of /proc/stat: what
+ * the bench and the server do not account for was someone else's, and a run on a busy
+ * machine says so. */
+static uint64_t machine_busy_ticks(uint64_t *total_out) {
+    FILE *file = fopen("/proc/stat", "r");
+    unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0,
+                       softirq = 0, steal = 0;
+    if (file != NULL) {
+        if (fscanf(file, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &system,
+                   &idle, &iowait, &irq, &softirq, &steal) != 8) {
+            user = nice = system = idle = iowait = irq = softirq = steal = 0;
+        }
+        fclose(file);
+    }
+    uint64_t busy = user + nice + system + irq + softirq + steal;
+    *total_out = busy + idle + iowait;
+    return busy;
+}
+
+static void print_load_average(const char *label) {
+    FILE *file = fopen("/proc/loadavg", "r");
+    char text[128] = "unknown";
+    if (file != NULL) {
+        if (fgets(text, sizeof(text), file) == NULL) snprintf(text, sizeof(text), "unknown\n");
+        fclose(file);
+    }
+    text[strcspn(text, "\n")] = '\0';
+    printf("%s = %s\n", label, text);
+}
+
 /* ---- the server's own view: its Prometheus metrics ----------------------------------- */
 
 #define METRICS_TEXT_SIZE_MAX (1u << 20)
@@ -1356,8 +1386,11 @@ static bool bench_transfers(bench_t *bench, bool *good) {
     if (ours) thread_times_read(bench->server.pid, &server_before);
     thread_times_read(getpid(), &client_before);
     uint64_t cpu_ns = process_cpu_ns();
+    uint64_t machine_total = 0, machine_total_after = 0;
+    uint64_t machine_busy = machine_busy_ticks(&machine_total);
     bool going = bench_phase(bench, &phase, &outcome, good);
     cpu_ns = process_cpu_ns() - cpu_ns;
+    machine_busy = machine_busy_ticks(&machine_total_after) - machine_busy;
     if (going) {
         if (ours) thread_times_read(bench->server.pid, &server_after);
         thread_times_read(getpid(), &client_after);
@@ -1368,11 +1401,22 @@ static bool bench_transfers(bench_t *bench, bool *good) {
         printf("load accepted = %.0f transfers/s\n", (double)options->transfer_count / seconds);
         report_latencies("batch", &outcome);
         thread_times_print("client", getpid(), &client_before, &client_after, outcome.elapsed_ns);
-        printf("client cpu (rusage) = %.2f cores\n", (double)cpu_ns / (double)outcome.elapsed_ns);
+        double client_cores = (double)cpu_ns / (double)outcome.elapsed_ns;
+        printf("client cpu (rusage) = %.2f cores\n", client_cores);
+        double server_cores = 0;
         if (ours) {
-            thread_times_print("server", bench->server.pid, &server_before, &server_after,
-                               outcome.elapsed_ns);
+            server_cores = thread_times_print("server", bench->server.pid, &server_before,
+                                              &server_after, outcome.elapsed_ns);
         }
+        double cores = (double)sysconf(_SC_NPROCESSORS_ONLN);
+        double machine_cores = machine_total_after > machine_total
+                                   ? (double)machine_busy * cores /
+                                         (double)(machine_total_after - machine_total)
+                                   : 0;
+        printf("machine cpu = %.2f of %.0f cores busy (others: %.2f)\n", machine_cores, cores,
+               machine_cores > client_cores + server_cores
+                   ? machine_cores - client_cores - server_cores
+                   : 0.0);
         if (metrics && metrics_fetch(metrics_address, metrics_after, METRICS_TEXT_SIZE_MAX) > 0) {
             metrics_report(metrics_before, metrics_after);
         }
@@ -1508,6 +1552,7 @@ int sz_command_bench_server(int argc, char **argv) {
         return code;
     }
     bench_print_configuration(&bench, argc, argv);
+    print_load_average("load average before");
     bench.server.exit_status = -1;
     if (bench.options.addresses == NULL) code = server_start(&bench);
     if (code == EX_OK) code = bench_clients_open(&bench);
@@ -1528,6 +1573,7 @@ int sz_command_bench_server(int argc, char **argv) {
     }
     server_cleanup(&bench);
     bench_teardown(&bench);
+    print_load_average("load average after");
     if (code != EX_OK) return code;
     printf("result = %s\n", good ? "ok" : "FAILED");
     return good ? EX_OK : EX_SOFTWARE;
