@@ -1,0 +1,483 @@
+/* test_restart.c: a restarted server keeps every acknowledged transfer, and SIGTERM drains.
+ * Real `sumzero start` processes (tests/harness/server.h), real sockets, the real io_uring
+ * journal, and the client library as applications link it.
+ *
+ * - SIGKILL under load: the test keeps PIPELINE batches of transfers in flight through the
+ *   asynchronous API. A transfer is acknowledged only in the callback of an OK reply that
+ *   lists no failure for it; the acknowledgement log is kept in memory by the test
+ *   process, which the kill does not touch. After a random number of acknowledged batches
+ *   (drawn from SUMZERO_SEED) the server is killed with SIGKILL while requests are still in
+ *   flight, restarted on the same data directory, and checked with lookups: every
+ *   acknowledged transfer is there with the same accounts and amount; any other submitted
+ *   transfer is either absent or intact; the balances are exactly the sums of the transfers
+ *   present (no batch half applied). Then every unacknowledged transfer is submitted again
+ *   with the same id: each comes back ok or exists, after which every transfer submitted so
+ *   far is present once and the balances equal the sums over all of them, exactly. Then the
+ *   next cycle loads more. SUMZERO_KILLS cycles (default 5).
+ * - SIGTERM under load: the server exits 0; after the restart the transfers present are
+ *   exactly the acknowledged ones (every write it took was answered, none applied
+ *   silently), with the same balances.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness/server.h"
+#include "sumzero.h"
+
+#define ACCOUNT_COUNT 32u
+#define TRANSFER_COUNT_MAX (1u << 19)
+#define PIPELINE 8u
+#define BATCH_EVENTS_MAX 512u
+#define KILLS_DEFAULT 5u
+#define ACKED_BATCHES_MAX 48u /* a kill comes after 1..this many acknowledged batches */
+#define WAIT_MS 20000u
+
+static const char *const server_args[] = {
+    "--accounts-max", "64", "--transfers-max", "1048576", "--pending-max", "65536",
+    "--history-max", "131072", NULL,
+};
+
+typedef enum fate {
+    FATE_NONE = 0,      /* never submitted */
+    FATE_SUBMITTED = 1, /* sent; no OK reply seen (yet) */
+    FATE_ACKED = 2,     /* an OK reply said it was applied */
+} fate_t;
+
+typedef struct batch {
+    sumzero_packet_t packet;
+    struct loader *loader;
+    uint32_t first;
+    uint32_t count;
+    bool out;
+    sumzero_transfer_t transfers[BATCH_EVENTS_MAX];
+    sumzero_create_result_t results[BATCH_EVENTS_MAX];
+    struct batch *next_free;
+} batch_t;
+
+/* The load: the test thread submits, the client's I/O thread acknowledges. */
+typedef struct loader {
+    uint64_t seed;
+    uint8_t *fates; /* TRANSFER_COUNT_MAX, the acknowledgement log */
+    uint32_t transfer_next;
+    pthread_mutex_t mutex;
+    pthread_cond_t changed;
+    batch_t *free_batches;
+    uint32_t batches_out;
+    uint64_t batches_acked;
+    uint64_t acked_after_stop; /* OK replies that came after the stop signal was sent */
+    bool stopping;
+    uint64_t failures;      /* results other than ok, or exists without a resubmission */
+    uint32_t failure_first; /* its result code */
+    batch_t batches[PIPELINE];
+} loader_t;
+
+static uint64_t hash_mix(uint64_t value) {
+    value += 0x9E3779B97F4A7C15ull;
+    value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9ull;
+    value = (value ^ (value >> 27)) * 0x94D049BB133111EBull;
+    return value ^ (value >> 31);
+}
+
+/* Transfer `index` is a pure function of (seed, index): id index + 1, two different
+ * accounts, an amount of 1..1000. A resubmission rebuilds it identically. */
+static sumzero_transfer_t transfer_make(uint64_t seed, uint32_t index) {
+    uint64_t random = hash_mix(seed ^ ((uint64_t)index * 0xD1B54A32D192ED03ull));
+    uint32_t debit = (uint32_t)(random % ACCOUNT_COUNT);
+    uint32_t credit = (uint32_t)((random >> 8) % (ACCOUNT_COUNT - 1));
+    if (credit >= debit) credit++;
+    sumzero_transfer_t transfer = {
+        .id = (sumzero_u128_t)index + 1,
+        .debit_account_id = debit + 1,
+        .credit_account_id = credit + 1,
+        .amount = 1 + (random >> 32) % 1000,
+        .ledger = 1,
+        .code = 1,
+    };
+    return transfer;
+}
+
+static uint64_t seed_get(void) {
+    const char *text = getenv("SUMZERO_SEED");
+    uint64_t seed = text != NULL ? strtoull(text, NULL, 0)
+                                 : (uint64_t)getpid() * 2654435761u ^ sz_test_clock_ms();
+    return seed;
+}
+
+static uint32_t kills_get(void) {
+    const char *text = getenv("SUMZERO_KILLS");
+    if (text == NULL) return KILLS_DEFAULT;
+    uint32_t kills = (uint32_t)strtoul(text, NULL, 10);
+    return kills == 0 ? 1 : kills;
+}
+
+/* The acknowledgement: only here, in the callback of an OK reply. */
+static void loader_on_reply(void *context, sumzero_packet_t *packet) {
+    batch_t *batch = context;
+    loader_t *loader = batch->loader;
+    const sumzero_reply_t *reply = &packet->reply;
+    pthread_mutex_lock(&loader->mutex);
+    if (reply->error == 0) {
+        uint32_t result_index = 0;
+        for (uint32_t event = 0; event < batch->count; event++) {
+            bool listed = result_index < reply->result_count &&
+                          batch->results[result_index].index == event;
+            uint32_t result = listed ? batch->results[result_index++].result : 0;
+            bool applied = result == SUMZERO_CREATE_TRANSFER_OK ||
+                           (result == SUMZERO_CREATE_TRANSFER_EXISTS &&
+                            (reply->flags & SUMZERO_REPLY_RESUBMITTED) != 0);
+            if (applied) {
+                loader->fates[batch->first + event] = FATE_ACKED;
+            } else {
+                if (loader->failures == 0) loader->failure_first = result;
+                loader->failures++;
+            }
+        }
+        loader->batches_acked++;
+        if (loader->stopping) loader->acked_after_stop++;
+    }
+    batch->out = false;
+    batch->next_free = loader->free_batches;
+    loader->free_batches = batch;
+    loader->batches_out--;
+    pthread_cond_broadcast(&loader->changed);
+    pthread_mutex_unlock(&loader->mutex);
+}
+
+static void loader_init(loader_t *loader, uint64_t seed) {
+    memset(loader, 0, sizeof(*loader));
+    loader->seed = seed;
+    loader->fates = calloc(TRANSFER_COUNT_MAX, 1);
+    cr_assert_not_null(loader->fates);
+    pthread_mutex_init(&loader->mutex, NULL);
+    pthread_cond_init(&loader->changed, NULL);
+}
+
+static void loader_deinit(loader_t *loader) {
+    free(loader->fates);
+    pthread_mutex_destroy(&loader->mutex);
+    pthread_cond_destroy(&loader->changed);
+}
+
+/* Keeps PIPELINE batches of random sizes in flight until `acked_target` batches have been
+ * acknowledged since the call; returns with requests still out (that is the point). */
+static void loader_run(loader_t *loader, sumzero_client_t *client, uint64_t acked_target,
+                       uint64_t *random) {
+    pthread_mutex_lock(&loader->mutex);
+    loader->free_batches = NULL;
+    for (uint32_t index = 0; index < PIPELINE; index++) {
+        batch_t *batch = &loader->batches[index];
+        cr_assert(!batch->out);
+        batch->loader = loader;
+        batch->next_free = loader->free_batches;
+        loader->free_batches = batch;
+    }
+    uint64_t acked_goal = loader->batches_acked + acked_target;
+    uint64_t deadline_ms = sz_test_clock_ms() + WAIT_MS;
+    while (loader->batches_acked < acked_goal) {
+        if (loader->free_batches == NULL) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 10 * 1000 * 1000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&loader->changed, &loader->mutex, &until);
+            cr_assert(sz_test_clock_ms() < deadline_ms, "no progress: %llu of %llu batches acked",
+                      (unsigned long long)loader->batches_acked, (unsigned long long)acked_goal);
+            continue;
+        }
+        batch_t *batch = loader->free_batches;
+        loader->free_batches = batch->next_free;
+        *random = hash_mix(*random);
+        uint32_t count = 1 + (uint32_t)(*random % BATCH_EVENTS_MAX);
+        cr_assert(loader->transfer_next + count <= TRANSFER_COUNT_MAX);
+        batch->first = loader->transfer_next;
+        batch->count = count;
+        for (uint32_t event = 0; event < count; event++) {
+            batch->transfers[event] = transfer_make(loader->seed, batch->first + event);
+            loader->fates[batch->first + event] = FATE_SUBMITTED;
+        }
+        loader->transfer_next += count;
+        batch->packet = (sumzero_packet_t){
+            .operation = SUMZERO_OPERATION_CREATE_TRANSFERS,
+            .event_count = count,
+            .events = batch->transfers,
+            .results = batch->results,
+            .result_capacity = count,
+            .callback = loader_on_reply,
+            .context = batch,
+        };
+        batch->out = true;
+        loader->batches_out++;
+        pthread_mutex_unlock(&loader->mutex);
+        int result = sumzero_submit(client, &batch->packet);
+        pthread_mutex_lock(&loader->mutex);
+        cr_assert_eq(result, 0, "submit: %s", sumzero_error_message(result));
+    }
+    pthread_mutex_unlock(&loader->mutex);
+}
+
+static sumzero_client_t *client_open(const sz_test_server_t *server) {
+    sumzero_client_options_t options = {
+        .addresses = server->address,
+        .pipeline_max = PIPELINE,
+        .request_timeout_ms = WAIT_MS,
+        .backoff_max_ms = 50,
+    };
+    sumzero_client_t *client = NULL;
+    int result = sumzero_client_open(&client, &options);
+    cr_assert_eq(result, 0, "client open: %s", sumzero_error_message(result));
+    return client;
+}
+
+static void server_start(sz_test_server_t *server, const char *directory) {
+    int result = sz_test_server_start(server, directory, server_args);
+    if (result != 0) sz_test_server_dump_log(server);
+    cr_assert_eq(result, 0, "server start: %s", strerror(-result));
+}
+
+static void accounts_create(sumzero_client_t *client) {
+    sumzero_account_t accounts[ACCOUNT_COUNT];
+    memset(accounts, 0, sizeof(accounts));
+    for (uint32_t index = 0; index < ACCOUNT_COUNT; index++) {
+        accounts[index].id = index + 1;
+        accounts[index].ledger = 1;
+        accounts[index].code = 1;
+    }
+    sumzero_create_result_t results[ACCOUNT_COUNT];
+    uint32_t result_count = 0;
+    int result = sumzero_create_accounts(client, accounts, ACCOUNT_COUNT, results, &result_count);
+    cr_assert_eq(result, 0, "create_accounts: %s", sumzero_error_message(result));
+    cr_assert_eq(result_count, 0, "create_accounts: account %u failed with %s", results[0].index,
+                 sumzero_create_account_result_name(results[0].result));
+}
+
+/* Looks up every transfer submitted so far; present_out[i] says whether index i is there.
+ * Every present one must be the transfer we built; every acknowledged one must be present. */
+static uint64_t transfers_check(sumzero_client_t *client, const loader_t *loader,
+                                uint8_t *present_out) {
+    static sumzero_u128_t ids[SUMZERO_BATCH_EVENTS_MAX];
+    static sumzero_transfer_t found[SUMZERO_BATCH_EVENTS_MAX];
+    uint64_t present_count = 0;
+    memset(present_out, 0, TRANSFER_COUNT_MAX);
+    for (uint32_t first = 0; first < loader->transfer_next; first += SUMZERO_BATCH_EVENTS_MAX) {
+        uint32_t count = loader->transfer_next - first;
+        if (count > SUMZERO_BATCH_EVENTS_MAX) count = SUMZERO_BATCH_EVENTS_MAX;
+        for (uint32_t index = 0; index < count; index++) ids[index] = (sumzero_u128_t)first + index + 1;
+        uint32_t found_count = 0;
+        int result = sumzero_lookup_transfers(client, ids, count, found, &found_count);
+        cr_assert_eq(result, 0, "lookup_transfers: %s", sumzero_error_message(result));
+        uint32_t cursor = 0;
+        for (uint32_t index = 0; index < count; index++) {
+            uint32_t transfer = first + index;
+            bool present = cursor < found_count && found[cursor].id == ids[index];
+            if (!present) {
+                cr_assert_neq(loader->fates[transfer], FATE_ACKED,
+                              "acknowledged transfer %u is missing after the restart",
+                              transfer + 1);
+                continue;
+            }
+            sumzero_transfer_t expected = transfer_make(loader->seed, transfer);
+            const sumzero_transfer_t *got = &found[cursor++];
+            cr_assert(got->debit_account_id == expected.debit_account_id &&
+                          got->credit_account_id == expected.credit_account_id &&
+                          got->amount == expected.amount && got->ledger == 1 && got->code == 1,
+                      "transfer %u came back different", transfer + 1);
+            cr_assert_neq(loader->fates[transfer], FATE_NONE);
+            present_out[transfer] = 1;
+            present_count++;
+        }
+        cr_assert_eq(cursor, found_count, "lookup_transfers returned ids not asked for");
+    }
+    return present_count;
+}
+
+/* The balances are exactly the sums of the transfers marked in `counted`. */
+static void balances_check(sumzero_client_t *client, const loader_t *loader,
+                           const uint8_t *counted) {
+    sumzero_u128_t debits[ACCOUNT_COUNT] = {0}, credits[ACCOUNT_COUNT] = {0};
+    for (uint32_t transfer = 0; transfer < loader->transfer_next; transfer++) {
+        if (!counted[transfer]) continue;
+        sumzero_transfer_t built = transfer_make(loader->seed, transfer);
+        debits[(uint32_t)built.debit_account_id - 1] += built.amount;
+        credits[(uint32_t)built.credit_account_id - 1] += built.amount;
+    }
+    sumzero_u128_t ids[ACCOUNT_COUNT];
+    sumzero_account_t accounts[ACCOUNT_COUNT];
+    for (uint32_t index = 0; index < ACCOUNT_COUNT; index++) ids[index] = index + 1;
+    uint32_t account_count = 0;
+    int result = sumzero_lookup_accounts(client, ids, ACCOUNT_COUNT, accounts, &account_count);
+    cr_assert_eq(result, 0, "lookup_accounts: %s", sumzero_error_message(result));
+    cr_assert_eq(account_count, ACCOUNT_COUNT);
+    for (uint32_t index = 0; index < ACCOUNT_COUNT; index++) {
+        char have[SUMZERO_U128_DECIMAL_SIZE], want[SUMZERO_U128_DECIMAL_SIZE];
+        cr_assert(accounts[index].debits_posted == debits[index],
+                  "account %u: debits_posted %s, the transfers present sum to %s", index + 1,
+                  sumzero_u128_format(accounts[index].debits_posted, have),
+                  sumzero_u128_format(debits[index], want));
+        cr_assert(accounts[index].credits_posted == credits[index],
+                  "account %u: credits_posted %s, the transfers present sum to %s", index + 1,
+                  sumzero_u128_format(accounts[index].credits_posted, have),
+                  sumzero_u128_format(credits[index], want));
+        cr_assert(accounts[index].debits_pending == 0 && accounts[index].credits_pending == 0);
+    }
+}
+
+/* Makes every submitted transfer's fate certain: sends the unacknowledged ones again with
+ * the same ids; each must come back ok (it was lost) or exists (it was applied). */
+static void unacknowledged_resubmit(sumzero_client_t *client, loader_t *loader,
+                                    uint64_t *resent_out, uint64_t *existed_out) {
+    static sumzero_transfer_t transfers[SUMZERO_BATCH_EVENTS_MAX];
+    static sumzero_create_result_t results[SUMZERO_BATCH_EVENTS_MAX];
+    uint32_t indexes[SUMZERO_BATCH_EVENTS_MAX];
+    uint32_t count = 0;
+    *resent_out = 0;
+    *existed_out = 0;
+    for (uint32_t transfer = 0; transfer <= loader->transfer_next; transfer++) {
+        bool last = transfer == loader->transfer_next;
+        if (!last && loader->fates[transfer] == FATE_SUBMITTED) {
+            indexes[count] = transfer;
+            transfers[count++] = transfer_make(loader->seed, transfer);
+        }
+        if (count == 0 || (count < SUMZERO_BATCH_EVENTS_MAX && !last)) continue;
+        uint32_t result_count = 0;
+        int result = sumzero_create_transfers(client, transfers, count, results, &result_count);
+        cr_assert_eq(result, 0, "create_transfers (again): %s", sumzero_error_message(result));
+        for (uint32_t index = 0; index < result_count; index++) {
+            cr_assert_eq(results[index].result, SUMZERO_CREATE_TRANSFER_EXISTS,
+                         "transfer %u sent again: %s", indexes[results[index].index] + 1,
+                         sumzero_create_transfer_result_name(results[index].result));
+        }
+        for (uint32_t index = 0; index < count; index++) loader->fates[indexes[index]] = FATE_ACKED;
+        *resent_out += count;
+        *existed_out += result_count;
+        count = 0;
+    }
+}
+
+static void directory_make(char *directory) {
+    cr_assert_not_null(mkdtemp(directory), "mkdtemp: %s", strerror(errno));
+}
+
+static void directory_remove(const char *directory) {
+    char command[512];
+    snprintf(command, sizeof(command), "rm -rf '%s' '%s.log'", directory, directory);
+    cr_assert_eq(system(command), 0);
+}
+
+Test(restart, a_sigkill_under_load_loses_no_acknowledged_transfer, .timeout = 120) {
+    uint64_t seed = seed_get();
+    uint32_t kills = kills_get();
+    printf("test_restart: SUMZERO_SEED=%llu SUMZERO_KILLS=%u\n", (unsigned long long)seed, kills);
+    fflush(stdout);
+    char directory[] = "/tmp/sz_test_restart_XXXXXX";
+    directory_make(directory);
+    static loader_t loader;
+    loader_init(&loader, seed);
+    uint8_t *present = calloc(TRANSFER_COUNT_MAX, 1);
+    cr_assert_not_null(present);
+    uint64_t random = seed;
+
+    sz_test_server_t server;
+    server_start(&server, directory);
+    sumzero_client_t *client = client_open(&server);
+    accounts_create(client);
+    for (uint32_t kill_index = 0; kill_index < kills; kill_index++) {
+        random = hash_mix(random);
+        uint64_t acked_target = 1 + random % ACKED_BATCHES_MAX;
+        loader_run(&loader, client, acked_target, &random);
+        int status = sz_test_server_stop(&server, SIGKILL);
+        cr_assert_eq(status, 128 + SIGKILL, "the server was not killed: %d", status);
+        /* Whatever was still out fails (-ECANCELED): its fate is what the check finds. */
+        sumzero_client_close(client);
+        cr_assert_eq(loader.batches_out, 0);
+        cr_assert_eq(loader.failures, 0, "%llu transfers failed under load, first: %s",
+                     (unsigned long long)loader.failures,
+                     sumzero_create_transfer_result_name(loader.failure_first));
+
+        server_start(&server, directory);
+        client = client_open(&server);
+        uint64_t acked = 0;
+        for (uint32_t transfer = 0; transfer < loader.transfer_next; transfer++) {
+            acked += loader.fates[transfer] == FATE_ACKED;
+        }
+        uint64_t present_count = transfers_check(client, &loader, present);
+        balances_check(client, &loader, present);
+        uint64_t resent = 0, existed = 0;
+        unacknowledged_resubmit(client, &loader, &resent, &existed);
+        for (uint32_t transfer = 0; transfer < loader.transfer_next; transfer++) {
+            cr_assert_eq(loader.fates[transfer], FATE_ACKED);
+        }
+        cr_assert_eq(transfers_check(client, &loader, present), loader.transfer_next);
+        balances_check(client, &loader, present);
+        printf("kill %u: after %llu acknowledged batches: %u transfers submitted, %llu acked, "
+               "%llu present after restart; %llu sent again, %llu of them had been applied\n",
+               kill_index + 1, (unsigned long long)acked_target, loader.transfer_next,
+               (unsigned long long)acked, (unsigned long long)present_count,
+               (unsigned long long)resent, (unsigned long long)existed);
+        fflush(stdout);
+    }
+    sumzero_client_close(client);
+    cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
+    free(present);
+    loader_deinit(&loader);
+    directory_remove(directory);
+}
+
+Test(restart, sigterm_answers_every_write_it_took_and_exits_zero, .timeout = 120) {
+    uint64_t seed = seed_get();
+    printf("test_restart: SUMZERO_SEED=%llu\n", (unsigned long long)seed);
+    fflush(stdout);
+    char directory[] = "/tmp/sz_test_drain_XXXXXX";
+    directory_make(directory);
+    static loader_t loader;
+    loader_init(&loader, seed);
+    uint8_t *present = calloc(TRANSFER_COUNT_MAX, 1);
+    cr_assert_not_null(present);
+    uint64_t random = hash_mix(seed);
+
+    sz_test_server_t server;
+    server_start(&server, directory);
+    sumzero_client_t *client = client_open(&server);
+    accounts_create(client);
+    loader_run(&loader, client, 1 + random % ACKED_BATCHES_MAX, &random);
+    pthread_mutex_lock(&loader.mutex);
+    uint32_t out_at_stop = loader.batches_out;
+    loader.stopping = true;
+    pthread_mutex_unlock(&loader.mutex);
+    /* The I/O thread keeps reading replies while the server drains. */
+    int status = sz_test_server_stop(&server, SIGTERM);
+    if (status != 0) sz_test_server_dump_log(&server);
+    cr_assert_eq(status, 0, "the server's exit status after SIGTERM: %d", status);
+    sumzero_client_close(client);
+    cr_assert_eq(loader.failures, 0);
+
+    server_start(&server, directory);
+    client = client_open(&server);
+    uint64_t present_count = transfers_check(client, &loader, present);
+    uint64_t acked = 0;
+    for (uint32_t transfer = 0; transfer < loader.transfer_next; transfer++) {
+        bool is_acked = loader.fates[transfer] == FATE_ACKED;
+        acked += is_acked;
+        cr_assert_eq(present[transfer], is_acked,
+                     "transfer %u: %s after a drain", transfer + 1,
+                     is_acked ? "acknowledged but missing" : "applied but never acknowledged");
+    }
+    balances_check(client, &loader, present);
+    printf("drain: %u batches out at SIGTERM, %llu answered after it; %u transfers submitted, "
+           "%llu acked and present\n",
+           out_at_stop, (unsigned long long)loader.acked_after_stop, loader.transfer_next,
+           (unsigned long long)acked);
+    cr_assert_eq(present_count, acked);
+    sumzero_client_close(client);
+    cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
+    free(present);
+    loader_deinit(&loader);
+    directory_remove(directory);
+}
