@@ -9,11 +9,12 @@ set -u
 sumzero="$1"
 work=$(mktemp -d /tmp/sz_test_bench_XXXXXX)
 server_pid=
+mkdir "$work/runs" || exit 1
 trap '[ -n "$server_pid" ] && kill -KILL "$server_pid" 2>/dev/null; rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*" >&2; [ -f "$work/out" ] && cat "$work/out" >&2; exit 1; }
 
 run() {
-    "$sumzero" bench --dir "$work" --accounts 1000 --transfers 60000 --batch-size 2000 \
+    "$sumzero" bench --dir "$work/runs" --accounts 1000 --transfers 60000 --batch-size 2000 \
         --lookups 5000 "$@" > "$work/out" 2>&1 || fail "bench $* exited $?"
     grep -q "^result = ok$" "$work/out" || fail "bench $*: no 'result = ok'"
     grep -q "^server exit status = 0$" "$work/out" || fail "bench $*: server exit status"
@@ -25,7 +26,7 @@ run --distribution uniform
 run --distribution zipfian --zipf-exponent 1.2
 run --distribution hot --clients 3 --pipeline 2
 run --rate 200000 --pipeline 4
-[ -z "$(ls "$work")" ] || fail "bench left its data directory behind: $(ls "$work")"
+[ -z "$(ls "$work/runs")" ] || fail "bench left its data directory behind: $(ls "$work/runs")"
 
 # Against a running server: two runs, fresh ids each time (their own random prefix).
 "$sumzero" start --data "$work/data" --address 127.0.0.1:0 --metrics-address none \
