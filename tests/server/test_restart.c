@@ -2,12 +2,14 @@
  * Real `sumzero start` processes (tests/harness/server.h), real sockets, the real io_uring
  * journal, and the client library as applications link it.
  *
- * - SIGKILL under load: the test keeps PIPELINE batches of transfers in flight through the
- *   asynchronous API. A transfer is acknowledged only in the callback of an OK reply that
- *   lists no failure for it; the acknowledgement log is kept in memory by the test
- *   process, which the kill does not touch. After a random number of acknowledged batches
- *   (drawn from SUMZERO_SEED) the server is killed with SIGKILL while requests are still in
- *   flight, restarted on the same data directory, and checked with lookups: every
+ * - SIGKILL under load: PIPELINE batches of transfers (random sizes) are always in flight
+ *   through the asynchronous API; each callback acknowledges its batch and sends the next.
+ *   A transfer is acknowledged only in the callback of an OK reply that lists no failure
+ *   for it; the acknowledgement log is kept in memory by the test process, which the kill
+ *   does not touch. The callback that completes a random number of acknowledged batches
+ *   (drawn from SUMZERO_SEED) sends SIGKILL itself, so the other requests of the pipeline
+ *   are out at that moment. The server is restarted on the same data directory and
+ *   checked with lookups: every
  *   acknowledged transfer is there with the same accounts and amount; any other submitted
  *   transfer is either absent or intact; the balances are exactly the sums of the transfers
  *   present (no batch half applied). Then every unacknowledged transfer is submitted again
@@ -56,21 +58,30 @@ typedef struct batch {
     bool out;
     sumzero_transfer_t transfers[BATCH_EVENTS_MAX];
     sumzero_create_result_t results[BATCH_EVENTS_MAX];
-    struct batch *next_free;
 } batch_t;
 
-/* The load: the test thread submits, the client's I/O thread acknowledges. */
+/* The load. The test thread starts it; from then on the client's I/O thread runs it: each
+ * callback acknowledges its batch, refills it with new transfers and submits it again, so
+ * PIPELINE requests are always out, and the callback that reaches the goal signals the
+ * server itself, at that very moment, with the pipeline full. Under mutex. */
 typedef struct loader {
     uint64_t seed;
     uint8_t *fates; /* TRANSFER_COUNT_MAX, the acknowledgement log */
     uint32_t transfer_next;
+    uint64_t random;
     pthread_mutex_t mutex;
     pthread_cond_t changed;
-    batch_t *free_batches;
+    sumzero_client_t *client;
+    pid_t server_pid;
+    int stop_signal;
+    uint64_t acked_goal;      /* batches acknowledged before the signal */
+    bool stopping;            /* the signal is sent: no more refills */
     uint32_t batches_out;
+    uint32_t out_at_stop;
     uint64_t batches_acked;
-    uint64_t acked_after_stop; /* OK replies that came after the stop signal was sent */
-    bool stopping;
+    uint64_t acked_after_stop; /* OK replies that came after the signal */
+    uint64_t errors_before_stop; /* a request that failed while the server was up */
+    int error_first;
     uint64_t failures;      /* results other than ok, or exists without a resubmission */
     uint32_t failure_first; /* its result code */
     batch_t batches[PIPELINE];
@@ -115,35 +126,91 @@ static uint32_t kills_get(void) {
     return kills == 0 ? 1 : kills;
 }
 
-/* The acknowledgement: only here, in the callback of an OK reply. */
+/* Fills the batch with the next transfers (1..BATCH_EVENTS_MAX of them) and submits it.
+ * Under the loader's mutex; sumzero_submit() only queues, so holding it is fine. */
+static int loader_submit(loader_t *loader, batch_t *batch) {
+    loader->random = hash_mix(loader->random);
+    uint32_t count = 1 + (uint32_t)(loader->random % BATCH_EVENTS_MAX);
+    if (loader->transfer_next + count > TRANSFER_COUNT_MAX) return -ENOSPC;
+    batch->first = loader->transfer_next;
+    batch->count = count;
+    for (uint32_t event = 0; event < count; event++) {
+        batch->transfers[event] = transfer_make(loader->seed, batch->first + event);
+        loader->fates[batch->first + event] = FATE_SUBMITTED;
+    }
+    loader->transfer_next += count;
+    batch->packet = (sumzero_packet_t){
+        .operation = SUMZERO_OPERATION_CREATE_TRANSFERS,
+        .event_count = count,
+        .events = batch->transfers,
+        .results = batch->results,
+        .result_capacity = count,
+        .callback = NULL, /* set by the caller */
+        .context = batch,
+    };
+    return 0;
+}
+
+static void loader_on_reply(void *context, sumzero_packet_t *packet);
+
+static int loader_send(loader_t *loader, batch_t *batch) {
+    int result = loader_submit(loader, batch);
+    if (result != 0) return result;
+    batch->packet.callback = loader_on_reply;
+    batch->out = true;
+    loader->batches_out++;
+    result = sumzero_submit(loader->client, &batch->packet);
+    if (result != 0) {
+        batch->out = false;
+        loader->batches_out--;
+    }
+    return result;
+}
+
+/* Marks the batch's transfers: acknowledged only here, in the callback of an OK reply,
+ * and only those without a failure of their own. */
+static void loader_acknowledge(loader_t *loader, batch_t *batch, const sumzero_reply_t *reply) {
+    uint32_t result_index = 0;
+    for (uint32_t event = 0; event < batch->count; event++) {
+        bool listed = result_index < reply->result_count &&
+                      batch->results[result_index].index == event;
+        uint32_t result = listed ? batch->results[result_index++].result : 0;
+        bool applied = result == SUMZERO_CREATE_TRANSFER_OK ||
+                       (result == SUMZERO_CREATE_TRANSFER_EXISTS &&
+                        (reply->flags & SUMZERO_REPLY_RESUBMITTED) != 0);
+        if (applied) {
+            loader->fates[batch->first + event] = FATE_ACKED;
+        } else {
+            if (loader->failures == 0) loader->failure_first = result;
+            loader->failures++;
+        }
+    }
+    loader->batches_acked++;
+    if (loader->stopping) loader->acked_after_stop++;
+}
+
 static void loader_on_reply(void *context, sumzero_packet_t *packet) {
     batch_t *batch = context;
     loader_t *loader = batch->loader;
     const sumzero_reply_t *reply = &packet->reply;
     pthread_mutex_lock(&loader->mutex);
-    if (reply->error == 0) {
-        uint32_t result_index = 0;
-        for (uint32_t event = 0; event < batch->count; event++) {
-            bool listed = result_index < reply->result_count &&
-                          batch->results[result_index].index == event;
-            uint32_t result = listed ? batch->results[result_index++].result : 0;
-            bool applied = result == SUMZERO_CREATE_TRANSFER_OK ||
-                           (result == SUMZERO_CREATE_TRANSFER_EXISTS &&
-                            (reply->flags & SUMZERO_REPLY_RESUBMITTED) != 0);
-            if (applied) {
-                loader->fates[batch->first + event] = FATE_ACKED;
-            } else {
-                if (loader->failures == 0) loader->failure_first = result;
-                loader->failures++;
-            }
-        }
-        loader->batches_acked++;
-        if (loader->stopping) loader->acked_after_stop++;
-    }
     batch->out = false;
-    batch->next_free = loader->free_batches;
-    loader->free_batches = batch;
     loader->batches_out--;
+    if (reply->error == 0) {
+        loader_acknowledge(loader, batch, reply);
+    } else if (!loader->stopping) {
+        if (loader->errors_before_stop == 0) loader->error_first = reply->error;
+        loader->errors_before_stop++;
+    }
+    if (!loader->stopping && loader->batches_acked >= loader->acked_goal) {
+        /* The random moment: now, with the other requests of the pipeline out. */
+        loader->stopping = true;
+        loader->out_at_stop = loader->batches_out;
+        kill(loader->server_pid, loader->stop_signal);
+    }
+    if (!loader->stopping && loader_send(loader, batch) != 0) {
+        loader->errors_before_stop++;
+    }
     pthread_cond_broadcast(&loader->changed);
     pthread_mutex_unlock(&loader->mutex);
 }
@@ -151,10 +218,12 @@ static void loader_on_reply(void *context, sumzero_packet_t *packet) {
 static void loader_init(loader_t *loader, uint64_t seed) {
     memset(loader, 0, sizeof(*loader));
     loader->seed = seed;
+    loader->random = seed;
     loader->fates = calloc(TRANSFER_COUNT_MAX, 1);
     cr_assert_not_null(loader->fates);
     pthread_mutex_init(&loader->mutex, NULL);
     pthread_cond_init(&loader->changed, NULL);
+    for (uint32_t index = 0; index < PIPELINE; index++) loader->batches[index].loader = loader;
 }
 
 static void loader_deinit(loader_t *loader) {
@@ -163,63 +232,35 @@ static void loader_deinit(loader_t *loader) {
     pthread_cond_destroy(&loader->changed);
 }
 
-/* Keeps PIPELINE batches of random sizes in flight until `acked_target` batches have been
- * acknowledged since the call; returns with requests still out (that is the point). */
-static void loader_run(loader_t *loader, sumzero_client_t *client, uint64_t acked_target,
-                       uint64_t *random) {
+/* Starts PIPELINE batches; the callbacks keep them going until `acked_target` more
+ * batches are acknowledged and then send stop_signal to the server. Returns once the
+ * signal is sent, with requests still out (that is the point). */
+static void loader_run(loader_t *loader, sumzero_client_t *client, const sz_test_server_t *server,
+                       uint64_t acked_target, int stop_signal) {
     pthread_mutex_lock(&loader->mutex);
-    loader->free_batches = NULL;
+    loader->client = client;
+    loader->server_pid = server->pid;
+    loader->stop_signal = stop_signal;
+    loader->stopping = false;
+    loader->acked_after_stop = 0;
+    loader->acked_goal = loader->batches_acked + acked_target;
     for (uint32_t index = 0; index < PIPELINE; index++) {
-        batch_t *batch = &loader->batches[index];
-        cr_assert(!batch->out);
-        batch->loader = loader;
-        batch->next_free = loader->free_batches;
-        loader->free_batches = batch;
-    }
-    uint64_t acked_goal = loader->batches_acked + acked_target;
-    uint64_t deadline_ms = sz_test_clock_ms() + WAIT_MS;
-    while (loader->batches_acked < acked_goal) {
-        if (loader->free_batches == NULL) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += 10 * 1000 * 1000;
-            if (until.tv_nsec >= 1000000000) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000;
-            }
-            pthread_cond_timedwait(&loader->changed, &loader->mutex, &until);
-            cr_assert(sz_test_clock_ms() < deadline_ms, "no progress: %llu of %llu batches acked",
-                      (unsigned long long)loader->batches_acked, (unsigned long long)acked_goal);
-            continue;
-        }
-        batch_t *batch = loader->free_batches;
-        loader->free_batches = batch->next_free;
-        *random = hash_mix(*random);
-        uint32_t count = 1 + (uint32_t)(*random % BATCH_EVENTS_MAX);
-        cr_assert(loader->transfer_next + count <= TRANSFER_COUNT_MAX);
-        batch->first = loader->transfer_next;
-        batch->count = count;
-        for (uint32_t event = 0; event < count; event++) {
-            batch->transfers[event] = transfer_make(loader->seed, batch->first + event);
-            loader->fates[batch->first + event] = FATE_SUBMITTED;
-        }
-        loader->transfer_next += count;
-        batch->packet = (sumzero_packet_t){
-            .operation = SUMZERO_OPERATION_CREATE_TRANSFERS,
-            .event_count = count,
-            .events = batch->transfers,
-            .results = batch->results,
-            .result_capacity = count,
-            .callback = loader_on_reply,
-            .context = batch,
-        };
-        batch->out = true;
-        loader->batches_out++;
-        pthread_mutex_unlock(&loader->mutex);
-        int result = sumzero_submit(client, &batch->packet);
-        pthread_mutex_lock(&loader->mutex);
+        cr_assert(!loader->batches[index].out);
+        int result = loader_send(loader, &loader->batches[index]);
         cr_assert_eq(result, 0, "submit: %s", sumzero_error_message(result));
     }
+    uint64_t deadline_ms = sz_test_clock_ms() + WAIT_MS;
+    while (!loader->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&loader->changed, &loader->mutex, &until);
+        cr_assert(sz_test_clock_ms() < deadline_ms, "no progress: %llu of %llu batches acked",
+                  (unsigned long long)loader->batches_acked,
+                  (unsigned long long)loader->acked_goal);
+    }
+    cr_assert_eq(loader->errors_before_stop, 0, "a request failed under load: %s",
+                 sumzero_error_message(loader->error_first));
     pthread_mutex_unlock(&loader->mutex);
 }
 
@@ -391,8 +432,9 @@ Test(restart, a_sigkill_under_load_loses_no_acknowledged_transfer, .timeout = 12
     for (uint32_t kill_index = 0; kill_index < kills; kill_index++) {
         random = hash_mix(random);
         uint64_t acked_target = 1 + random % ACKED_BATCHES_MAX;
-        loader_run(&loader, client, acked_target, &random);
-        int status = sz_test_server_stop(&server, SIGKILL);
+        loader_run(&loader, client, &server, acked_target, SIGKILL);
+        /* Signal 0: the loader has sent SIGKILL already; just wait for the exit. */
+        int status = sz_test_server_stop(&server, 0);
         cr_assert_eq(status, 128 + SIGKILL, "the server was not killed: %d", status);
         /* Whatever was still out fails (-ECANCELED): its fate is what the check finds. */
         sumzero_client_close(client);
@@ -416,9 +458,11 @@ Test(restart, a_sigkill_under_load_loses_no_acknowledged_transfer, .timeout = 12
         }
         cr_assert_eq(transfers_check(client, &loader, present), loader.transfer_next);
         balances_check(client, &loader, present);
-        printf("kill %u: after %llu acknowledged batches: %u transfers submitted, %llu acked, "
-               "%llu present after restart; %llu sent again, %llu of them had been applied\n",
-               kill_index + 1, (unsigned long long)acked_target, loader.transfer_next,
+        printf("kill %u: after %llu acknowledged batches, %u out: %u transfers submitted, "
+               "%llu acked, %llu present after restart; %llu sent again, %llu of them had been "
+               "applied\n",
+               kill_index + 1, (unsigned long long)acked_target, loader.out_at_stop,
+               loader.transfer_next,
                (unsigned long long)acked, (unsigned long long)present_count,
                (unsigned long long)resent, (unsigned long long)existed);
         fflush(stdout);
@@ -446,13 +490,9 @@ Test(restart, sigterm_answers_every_write_it_took_and_exits_zero, .timeout = 120
     server_start(&server, directory);
     sumzero_client_t *client = client_open(&server);
     accounts_create(client);
-    loader_run(&loader, client, 1 + random % ACKED_BATCHES_MAX, &random);
-    pthread_mutex_lock(&loader.mutex);
-    uint32_t out_at_stop = loader.batches_out;
-    loader.stopping = true;
-    pthread_mutex_unlock(&loader.mutex);
-    /* The I/O thread keeps reading replies while the server drains. */
-    int status = sz_test_server_stop(&server, SIGTERM);
+    loader_run(&loader, client, &server, 1 + random % ACKED_BATCHES_MAX, SIGTERM);
+    /* Signal 0: SIGTERM is sent; the I/O thread reads the replies while the server drains. */
+    int status = sz_test_server_stop(&server, 0);
     if (status != 0) sz_test_server_dump_log(&server);
     cr_assert_eq(status, 0, "the server's exit status after SIGTERM: %d", status);
     sumzero_client_close(client);
@@ -472,7 +512,7 @@ Test(restart, sigterm_answers_every_write_it_took_and_exits_zero, .timeout = 120
     balances_check(client, &loader, present);
     printf("drain: %u batches out at SIGTERM, %llu answered after it; %u transfers submitted, "
            "%llu acked and present\n",
-           out_at_stop, (unsigned long long)loader.acked_after_stop, loader.transfer_next,
+           loader.out_at_stop, (unsigned long long)loader.acked_after_stop, loader.transfer_next,
            (unsigned long long)acked);
     cr_assert_eq(present_count, acked);
     sumzero_client_close(client);
