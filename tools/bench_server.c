@@ -458,22 +458,14 @@ static const char *filesystem_name(const char *path) {
     }
 }
 
-/* Starts `sumzero start` (this very binary) on a fresh data directory, port 0, with
- * capacities sized for the run, and waits until it listens. */
-static int server_start(bench_t *bench) {
-    const bench_options_t *options = &bench->options;
-    bench_server_t *server = &bench->server;
-    server->exit_status = -1;
-    const char *parent = server_parent_directory(options);
-    snprintf(server->root, sizeof(server->root), "%s/sumzero-bench-XXXXXX", parent);
-    if (mkdtemp(server->root) == NULL) {
-        fprintf(stderr, "bench: cannot create a directory in %s: %s (use --dir)\n", parent,
-                strerror(errno));
-        return EX_CANTCREAT;
-    }
-    snprintf(server->data, sizeof(server->data), "%s/data", server->root);
-    snprintf(server->log, sizeof(server->log), "%s/server.log", server->root);
+#define SERVER_CAPACITY_COUNT 7u
+#define SERVER_ARGS_MAX (8u + 2u * SERVER_CAPACITY_COUNT + BENCH_SERVER_ARGS_MAX + 1u)
 
+/* The command line of our server: port 0 and capacities sized for the run, then the
+ * user's --server-arg (a later flag wins). Returns the argument count. */
+static uint32_t server_arguments(const bench_t *bench, const char **args,
+                                 char numbers[SERVER_CAPACITY_COUNT][24]) {
+    const bench_options_t *options = &bench->options;
     /* Slack past the run's own numbers: a resubmitted batch counts against the capacity
      * until it is applied (as `exists`). */
     uint64_t slack = (uint64_t)SUMZERO_BATCH_EVENTS_MAX *
@@ -484,7 +476,7 @@ static int server_start(bench_t *bench) {
     const struct {
         const char *flag;
         uint64_t value;
-    } capacities[] = {
+    } capacities[SERVER_CAPACITY_COUNT] = {
         {"--accounts-max", options->account_count + slack},
         {"--transfers-max", options->transfer_count + slack},
         /* The ledger thread reserves every write in flight at its worst case (n pending
@@ -495,19 +487,16 @@ static int server_start(bench_t *bench) {
         {"--messages-max", messages},
         {"--clients-max", options->client_count < 1024 ? 1024 : options->client_count},
     };
-    enum { CAPACITY_COUNT = sizeof(capacities) / sizeof(capacities[0]) };
-    const char *args[8 + 2 * CAPACITY_COUNT + BENCH_SERVER_ARGS_MAX + 1];
-    char numbers[CAPACITY_COUNT][24];
     uint32_t count = 0;
     args[count++] = "sumzero";
     args[count++] = "start";
     args[count++] = "--data";
-    args[count++] = server->data;
+    args[count++] = bench->server.data;
     args[count++] = "--address";
     args[count++] = "127.0.0.1:0";
     args[count++] = "--metrics-address";
     args[count++] = "127.0.0.1:0";
-    for (uint32_t index = 0; index < CAPACITY_COUNT; index++) {
+    for (uint32_t index = 0; index < SERVER_CAPACITY_COUNT; index++) {
         snprintf(numbers[index], sizeof(numbers[index]), "%llu",
                  (unsigned long long)capacities[index].value);
         args[count++] = capacities[index].flag;
@@ -516,29 +505,26 @@ static int server_start(bench_t *bench) {
     for (uint32_t index = 0; index < options->server_arg_count; index++) {
         args[count++] = options->server_args[index];
     }
+    SZ_ASSERT(count < SERVER_ARGS_MAX);
     args[count] = NULL;
+    return count;
+}
 
+/* Runs this very binary (its own path rather than /proc/self/exe, so that ps and top
+ * name the server "sumzero", not "exe") with stderr into the log. */
+static int server_spawn(bench_server_t *server, const char *const *args) {
+    char binary[4096];
+    ssize_t binary_size = readlink("/proc/self/exe", binary, sizeof(binary) - 1);
+    if (binary_size <= 0) {
+        fprintf(stderr, "bench: cannot read /proc/self/exe: %s\n", strerror(errno));
+        return EX_OSERR;
+    }
+    binary[binary_size] = '\0';
     int log_fd = open(server->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (log_fd < 0) {
         fprintf(stderr, "bench: cannot create %s: %s\n", server->log, strerror(errno));
         return EX_CANTCREAT;
     }
-    printf("server = sumzero");
-    for (uint32_t index = 1; index < count; index++) {
-        printf(" %s", args[index]);
-    }
-    printf("\n");
-    fflush(stdout);
-    /* The binary's own path rather than /proc/self/exe, so that ps and top name the
-     * server "sumzero", not "exe". */
-    char binary[4096];
-    ssize_t binary_size = readlink("/proc/self/exe", binary, sizeof(binary) - 1);
-    if (binary_size <= 0) {
-        close(log_fd);
-        fprintf(stderr, "bench: cannot read /proc/self/exe: %s\n", strerror(errno));
-        return EX_OSERR;
-    }
-    binary[binary_size] = '\0';
     pid_t parent_pid = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -557,6 +543,32 @@ static int server_start(bench_t *bench) {
     }
     close(log_fd);
     server->pid = pid;
+    return EX_OK;
+}
+
+/* Starts `sumzero start` on a fresh data directory and waits until it listens. */
+static int server_start(bench_t *bench) {
+    bench_server_t *server = &bench->server;
+    server->exit_status = -1;
+    const char *parent = server_parent_directory(&bench->options);
+    snprintf(server->root, sizeof(server->root), "%s/sumzero-bench-XXXXXX", parent);
+    if (mkdtemp(server->root) == NULL) {
+        fprintf(stderr, "bench: cannot create a directory in %s: %s (use --dir)\n", parent,
+                strerror(errno));
+        server->root[0] = '\0';
+        return EX_CANTCREAT;
+    }
+    snprintf(server->data, sizeof(server->data), "%s/data", server->root);
+    snprintf(server->log, sizeof(server->log), "%s/server.log", server->root);
+    const char *args[SERVER_ARGS_MAX];
+    char numbers[SERVER_CAPACITY_COUNT][24];
+    uint32_t count = server_arguments(bench, args, numbers);
+    printf("server = sumzero");
+    for (uint32_t index = 1; index < count; index++) printf(" %s", args[index]);
+    printf("\n");
+    fflush(stdout);
+    int code = server_spawn(server, args);
+    if (code != EX_OK) return code;
     int result = server_wait_listening(server);
     if (result != 0) {
         fprintf(stderr, "bench: the server did not start (%s); its log %s ends:\n",
@@ -664,8 +676,11 @@ static double thread_times_print(const char *who, pid_t pid, const thread_times_
         double cores = (double)ticks / ticks_per_s / ((double)elapsed_ns / 1e9);
         total += cores;
         if (cores < 0.005) continue;
+        bool main_thread = after->tid[index] == (int)pid;
+        const char *role = strcmp(who, "client") == 0 ? (main_thread ? " (generator)" : " (I/O)")
+                                                      : (main_thread ? " (main)" : "");
         printf("%s thread %d %s%s = %.2f cores\n", who, after->tid[index], after->name[index],
-               after->tid[index] == (int)pid ? " (main)" : "", cores);
+               role, cores);
     }
     printf("%s cpu = %.2f cores\n", who, total);
     return total;
