@@ -586,6 +586,8 @@ static int server_start(bench_t *bench) {
 /* SIGTERM drains: returns the exit status (0..255, 128+signal), or -ETIMEDOUT. */
 static int server_stop(bench_server_t *server, int signal_number) {
     if (server_exited(server)) return server->exit_status;
+    /* Never kill(0): that would signal our whole process group. */
+    if (server->pid <= 0) return -ECHILD;
     if (kill(server->pid, signal_number) != 0) return -errno;
     uint64_t deadline_ns = clock_ns() + BENCH_STOP_TIMEOUT_MS * 1000000ull;
     while (clock_ns() < deadline_ns) {
