@@ -153,6 +153,7 @@ typedef struct thread_times {
     int tid[BENCH_THREADS_MAX];
     char name[BENCH_THREADS_MAX][20];
     uint64_t ticks[BENCH_THREADS_MAX];
+    uint64_t wait_ns[BENCH_THREADS_MAX]; /* runnable but not running (schedstat) */
 } thread_times_t;
 
 struct bench {
@@ -661,6 +662,18 @@ static void thread_times_read(pid_t pid, thread_times_t *times_out) {
         memcpy(times_out->name[index], open_paren + 1, name_size);
         times_out->name[index][name_size] = '\0';
         times_out->ticks[index] = user_ticks + system_ticks;
+        /* "run_ns wait_ns slices": how long the thread waited for a core; 0 when the
+         * kernel keeps no schedstats. */
+        times_out->wait_ns[index] = 0;
+        snprintf(stat_path, sizeof(stat_path), "%s/%s/schedstat", path, entry->d_name);
+        file = fopen(stat_path, "r");
+        if (file != NULL) {
+            unsigned long long run_ns = 0, wait_ns = 0;
+            if (fscanf(file, "%llu %llu", &run_ns, &wait_ns) == 2) {
+                times_out->wait_ns[index] = wait_ns;
+            }
+            fclose(file);
+        }
     }
     closedir(tasks);
 }
@@ -672,8 +685,11 @@ static double thread_times_print(const char *who, pid_t pid, const thread_times_
     double total = 0;
     for (uint32_t index = 0; index < after->count; index++) {
         uint64_t ticks = after->ticks[index];
+        uint64_t wait_ns = after->wait_ns[index];
         for (uint32_t old = 0; old < before->count; old++) {
-            if (before->tid[old] == after->tid[index]) ticks -= before->ticks[old];
+            if (before->tid[old] != after->tid[index]) continue;
+            ticks -= before->ticks[old];
+            wait_ns -= before->wait_ns[old];
         }
         double cores = (double)ticks / ticks_per_s / ((double)elapsed_ns / 1e9);
         total += cores;
@@ -681,8 +697,9 @@ static double thread_times_print(const char *who, pid_t pid, const thread_times_
         bool main_thread = after->tid[index] == (int)pid;
         const char *role = strcmp(who, "client") == 0 ? (main_thread ? " (generator)" : " (I/O)")
                                                       : (main_thread ? " (main)" : "");
-        printf("%s thread %d %s%s = %.2f cores\n", who, after->tid[index], after->name[index],
-               role, cores);
+        printf("%s thread %d %s%s = %.2f cores (waited for a core %.1f ms/s)\n", who,
+               after->tid[index], after->name[index], role, cores,
+               (double)wait_ns / 1e6 / ((double)elapsed_ns / 1e9));
     }
     printf("%s cpu = %.2f cores\n", who, total);
     return total;
