@@ -1160,7 +1160,7 @@ static void bench_usage(FILE *stream) {
             "  --batch-size N        events per request, 1..%u (default %u)\n"
             "  --clients N           client connections, each its own I/O thread, 1..%u\n"
             "                        (default 1)\n"
-            "  --pipeline N          requests in flight per client, 1..%u (default 8)\n"
+            "  --pipeline N          requests in flight per client, 1..%u (default 4)\n"
             "  --distribution uniform|zipfian|hot\n"
             "                        accounts of each transfer: uniform, zipfian by rank, or\n"
             "                        one account credited by every transfer (default uniform)\n"
@@ -1573,7 +1573,7 @@ int sz_command_bench_server(int argc, char **argv) {
                                   .transfer_count = 10000000,
                                   .batch_events_max = SUMZERO_BATCH_EVENTS_MAX,
                                   .client_count = 1,
-                                  .pipeline = 8,
+                                  .pipeline = 4,
                                   .distribution = DISTRIBUTION_UNIFORM,
                                   .zipf_exponent = 1.0,
                                   .lookup_count = 100000,
