@@ -81,8 +81,9 @@ static inline void sz_histogram_record(sz_histogram_t *histogram, uint64_t value
 }
 
 /* Writes the Prometheus text exposition (version 0.0.4) of every metric. Returns the
- * length (without the terminating zero) or, if buffer_size is too small, the size needed
- * plus one; the buffer then holds a truncated text. */
+ * length (without the terminating zero), which is less than buffer_size; or, if
+ * buffer_size is too small, the buffer size needed (length plus one for the zero), which
+ * is at least buffer_size; the buffer then holds a truncated text. */
 size_t sz_metrics_render(const sz_metrics_t *metrics, char *buffer, size_t buffer_size);
 
 #endif
