@@ -7,14 +7,15 @@
  * move; stopping drains requests already in flight. The ledger side is the harness's
  * (gateway_harness.h). Waits poll a condition with a deadline; nothing sleeps blind. */
 #include <criterion/criterion.h>
+#include <stdalign.h>
 #include <sched.h>
 #include <stdlib.h>
 
 #include "client.h"
 #include "gateway_harness.h"
 
-static uint8_t frame[SZ_FRAME_SIZE_MAX];
-static uint8_t body[SZ_FRAME_BODY_SIZE_MAX];
+static alignas(64) uint8_t frame[SZ_FRAME_SIZE_MAX];
+static alignas(64) uint8_t body[SZ_FRAME_BODY_SIZE_MAX];
 
 /* Polls condition until it holds or timeout_ms passes; yields in between. */
 #define WAIT_UNTIL(condition, timeout_ms)                                                  \
@@ -88,7 +89,7 @@ Test(gateway, pipelined_requests_come_back_in_order) {
     int fd = test_connect(port, 0);
     cr_assert_geq(fd, 0);
     /* 100 frames in one write: the gateway takes 4 at a time. */
-    static uint8_t frames[100 * (128 + 3 * 16)];
+    static alignas(64) uint8_t frames[100 * (128 + 3 * 16)];
     uint32_t size = 0;
     for (uint32_t index = 0; index < 100; index++) {
         size += test_frame_build(frames + size, SZ_OPERATION_LOOKUP_ACCOUNTS, 3, 77, index + 1,
@@ -332,7 +333,7 @@ enum { SLOW_REQUESTS = 12 };
 static int slow_fd;
 
 static void *slow_sender_main(void *context) {
-    static uint8_t slow_frame[SZ_FRAME_SIZE_MAX];
+    static alignas(64) uint8_t slow_frame[SZ_FRAME_SIZE_MAX];
     for (uint32_t index = 0; index < SLOW_REQUESTS; index++) {
         uint32_t size = test_frame_build(slow_frame, SZ_OPERATION_LOOKUP_ACCOUNTS,
                                          SZ_BATCH_EVENTS_MAX, 8, index + 1, index);
@@ -379,7 +380,7 @@ Test(gateway, a_flooding_client_is_rate_limited_while_another_is_served) {
     int flood = test_connect(port, 0);
     int calm = test_connect(port, 0);
     /* 300 requests at once, far beyond 50 per second. */
-    static uint8_t frames[300 * (128 + 128)];
+    static alignas(64) uint8_t frames[300 * (128 + 128)];
     uint32_t size = 0;
     for (uint32_t index = 0; index < 300; index++) {
         size += test_frame_build(frames + size, SZ_OPERATION_CREATE_TRANSFERS, 1, 66, index + 1,
@@ -444,7 +445,7 @@ Test(gateway, an_empty_pool_only_slows_clients_down) {
     uint16_t port = start((sz_gateway_config_t){.messages_max = 3, .pipeline_max = 2});
     enum { CLIENTS = 12, REQUESTS = 30 };
     int fds[CLIENTS];
-    static uint8_t frames[REQUESTS * (128 + 5 * 128)];
+    static alignas(64) uint8_t frames[REQUESTS * (128 + 5 * 128)];
     for (uint32_t client = 0; client < CLIENTS; client++) {
         fds[client] = test_connect(port, 0);
         uint32_t size = 0;

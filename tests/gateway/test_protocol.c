@@ -5,12 +5,13 @@
  * chunk sizes (every size from 1 to 600 bytes, and through the zero-copy body path), a bad
  * body checksum costs one frame and framing holds, a bad header stops the stream. */
 #include <criterion/criterion.h>
+#include <stdalign.h>
 #include <stdlib.h>
 
 #include "frames.h"
 #include "gateway/decoder.h"
 
-static uint8_t frame_buffer[SZ_FRAME_SIZE_MAX];
+static alignas(64) uint8_t frame_buffer[SZ_FRAME_SIZE_MAX];
 
 /* A valid create_transfers request of two events in frame_buffer. */
 static sz_frame_header_t *valid_request(void) {
@@ -225,7 +226,7 @@ Test(protocol, the_body_checksum_catches_any_changed_byte_and_covers_an_empty_bo
 /* ---- the decoder ------------------------------------------------------------------ */
 
 #define STREAM_FRAMES 12
-static uint8_t stream[STREAM_FRAMES * 2048 + SZ_FRAME_SIZE_MAX];
+static alignas(64) uint8_t stream[STREAM_FRAMES * 2048 + SZ_FRAME_SIZE_MAX];
 static uint32_t frame_offsets[STREAM_FRAMES + 1];
 
 /* A stream of frames of every operation, empty bodies, and one big body. */
