@@ -27,7 +27,8 @@ typedef struct sz_histogram {
     _Atomic uint64_t count;
 } sz_histogram_t;
 
-/* Operations are numbered 1..6 on the wire; index 0 is unused. */
+/* Operations are numbered 1..6 on the wire; index 0 counts frames whose operation is not
+ * a client operation (rendered as operation="unknown"). */
 #define SZ_METRICS_OPERATION_COUNT 7u
 
 typedef struct sz_metrics {
