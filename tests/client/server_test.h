@@ -7,11 +7,13 @@
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,33 +43,90 @@ static inline uint64_t test_now_ns(void) {
         }                                                                                 \
     } while (0)
 
-/* A new data directory path (not created: the server formats it). */
-static inline void test_data_dir(char *path, size_t size) {
-    char base[] = "/tmp/sumzero-client-XXXXXX";
-    cr_assert_not_null(mkdtemp(base));
-    snprintf(path, size, "%s/data", base);
+/* Every test's files live under one temporary directory, removed by test_cleanup()
+ * (each Test's .fini, which runs after a failed assertion too): a server's journal
+ * reserves its segments on disk. */
+static char test_base_dir[64];
+/* Servers a failed test left running, killed by test_cleanup(). */
+static pid_t test_server_pids[8];
+
+static inline int test_remove_entry(const char *path, const struct stat *status, int type,
+                                    struct FTW *walk) {
+    (void)status;
+    (void)type;
+    (void)walk;
+    return remove(path);
 }
 
-/* Whether this build's `sumzero` has the server at all (`start --help` exits 0). Until
- * the server is built, the tests that need it skip rather than fail. */
-static inline bool test_server_available(void) {
+static inline void test_cleanup(void) {
+    for (size_t index = 0; index < sizeof(test_server_pids) / sizeof(test_server_pids[0]);
+         index++) {
+        pid_t pid = test_server_pids[index];
+        test_server_pids[index] = 0;
+        /* Only a child of ours not yet waited for: never a stranger reusing the number. */
+        if (pid > 0 && waitpid(pid, NULL, WNOHANG) == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+    }
+    if (test_base_dir[0] == '\0') return;
+    nftw(test_base_dir, test_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    test_base_dir[0] = '\0';
+}
+
+/* Runs `sumzero ARGS...` quietly; returns its exit status (or -1). */
+static inline int test_sumzero_run(const char *const *args) {
+    const char *argv[16] = {sz_test_server_binary()};
+    size_t count = 1;
+    for (size_t index = 0; args[index] != NULL && count < 15; index++) argv[count++] = args[index];
+    argv[count] = NULL;
     pid_t pid = fork();
     if (pid == 0) {
         int null_fd = open("/dev/null", O_WRONLY);
         dup2(null_fd, STDOUT_FILENO);
         dup2(null_fd, STDERR_FILENO);
-        execl(sz_test_server_binary(), sz_test_server_binary(), "start", "--help", (char *)NULL);
+        execv(argv[0], (char *const *)argv);
         _exit(127);
     }
     int status = 0;
-    return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-           WEXITSTATUS(status) == 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+}
+
+/* A new, formatted data directory with small (32 MiB) journal segments, so that test
+ * servers do not reserve a GiB of disk each. */
+static inline void test_data_dir(char *path, size_t size) {
+    if (test_base_dir[0] == '\0') {
+        snprintf(test_base_dir, sizeof(test_base_dir), "/tmp/sumzero-client-XXXXXX");
+        cr_assert_not_null(mkdtemp(test_base_dir));
+    }
+    static uint32_t dir_count;
+    snprintf(path, size, "%s/data%u", test_base_dir, dir_count++);
+    int status = test_sumzero_run((const char *[]){"format", "--segment-size", "33554432", path,
+                                                   NULL});
+    cr_assert_eq(status, 0, "sumzero format %s exited %d", path, status);
+}
+
+/* Whether this build's `sumzero` has the server at all (`start --help` exits 0). Until
+ * the server is built, the tests that need it skip rather than fail. */
+static inline bool test_server_available(void) {
+    return test_sumzero_run((const char *[]){"start", "--help", NULL}) == 0;
+}
+
+static inline void test_server_track(const sz_test_server_t *server) {
+    for (size_t index = 0; index < sizeof(test_server_pids) / sizeof(test_server_pids[0]);
+         index++) {
+        if (test_server_pids[index] == 0) {
+            test_server_pids[index] = server->pid;
+            return;
+        }
+    }
 }
 
 /* Starts the server on a fresh directory, extra arguments after the defaults. */
 static inline void test_server_start(sz_test_server_t *server, const char *const *extra) {
-    if (!test_server_available()) cr_skip_test("this build has no `sumzero start`");
     char data_dir[128];
+    if (!test_server_available()) cr_skip_test("this build has no `sumzero start`");
     test_data_dir(data_dir, sizeof(data_dir));
     const char *args[SZ_TEST_SERVER_ARGS_MAX] = {TEST_SERVER_ARGS};
     size_t count = 8;
@@ -76,6 +135,7 @@ static inline void test_server_start(sz_test_server_t *server, const char *const
     }
     args[count] = NULL;
     int error = sz_test_server_start(server, data_dir, args);
+    test_server_track(server);
     if (error != 0) sz_test_server_dump_log(server);
     cr_assert_eq(error, 0, "server start: %s", strerror(-error));
 }

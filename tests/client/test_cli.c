@@ -68,6 +68,9 @@ static bool starts_with(const char *text, const char *prefix) {
     return strncmp(text, prefix, strlen(prefix)) == 0;
 }
 
+/* Every test: kill a server a failed assertion left behind, remove the files. */
+TestSuite(cli, .fini = test_cleanup);
+
 Test(cli, one_shot_statements_print_results_by_name_and_records_as_fields) {
     sz_test_server_t server;
     test_server_start(&server, NULL);

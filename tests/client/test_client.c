@@ -37,6 +37,9 @@ static sumzero_account_t account_lookup(sumzero_client_t *client, sumzero_u128_t
     return account;
 }
 
+/* Every test: kill a server a failed assertion left behind, remove the files. */
+TestSuite(client, .fini = test_cleanup);
+
 Test(client, every_operation_works_end_to_end) {
     sz_test_server_t server;
     test_server_start(&server, NULL);
@@ -492,6 +495,7 @@ Test(client, a_restarted_server_is_reconnected_and_the_waiting_call_completes) {
     char data_dir[256];
     snprintf(data_dir, sizeof(data_dir), "%s", server.data_dir);
     int error = sz_test_server_start(&server, data_dir, args);
+    test_server_track(&server);
     if (error != 0) sz_test_server_dump_log(&server);
     cr_assert_eq(error, 0, "restart: %s", strerror(-error));
     WAIT_FOR(atomic_load(&call.done));
