@@ -24,9 +24,11 @@ static int command_version(int argc, char **argv) {
 
 static const command_t commands[] = {
     {"bench", sz_command_bench, "measure: `bench core` (state machine), `bench journal` (durable writes)"},
+    {"client", sz_command_client, "talk to a server: one statement, or a prompt reading stdin"},
     {"format", sz_command_format, "format a data directory: superblock and first journal segment"},
     {"inspect", sz_command_inspect, "list and verify the journal's entries; --op N dumps one"},
     {"replay", sz_command_replay, "rebuild the state from the journal; print the digest"},
+    {"start", sz_command_start, "run the server (formats ./data if new); SIGTERM drains and stops"},
     {"version", command_version, "print the version"},
 };
 
