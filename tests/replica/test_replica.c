@@ -760,10 +760,12 @@ Test(replica, a_pending_transfer_expires_through_a_journaled_expire_op) {
                                sizeof(pending), SZ_STATUS_OK);
     message_free(&fixture, reply);
     cr_assert(account_lookup(&fixture, 1).debits_pending == 50);
-    /* One second later nothing happens (expiry is at T + 1 s, and T is later than the
-     * clock by the accounts' timestamps); two seconds later the expiry is due. The lookup
-     * wakes the loop, which journals the expire op before taking the lookup. */
+    /* Two seconds later the expiry (T + 1 s) is due. A lookup wakes the loop; the pass
+     * that pops it may have read the clock just before it moved, but every later pass
+     * sees the new time and journals the expire op before it pops anything, so the
+     * second lookup, pushed after the first one's reply, sees the expiry. */
     atomic_store(&fixture.clock_ns, TEST_EPOCH_NS + 2000000000ull);
+    (void)account_lookup(&fixture, 1);
     sz_account_t debit = account_lookup(&fixture, 1);
     cr_assert(debit.debits_pending == 0, "released by expiry");
     cr_assert_eq(atomic_load(&fixture.metrics.expired_count), 1);
