@@ -55,6 +55,11 @@ static int compare_u64(const void *left, const void *right) {
     return a < b ? -1 : a > b;
 }
 
+static double histogram_mean(const sz_histogram_t *histogram) {
+    uint64_t count = atomic_load(&histogram->count);
+    return count == 0 ? 0.0 : (double)atomic_load(&histogram->sum) / (double)count;
+}
+
 static void *bench_thread(void *context) {
     bench_t *bench = context;
     bench->run_result = sz_replica_run(bench->replica);
@@ -259,7 +264,9 @@ int main(int argc, char **argv) {
     bool used[MESSAGE_COUNT] = {false};
     sz_message_t *free_list[MESSAGE_COUNT];
     uint32_t free_count = 0;
-    for (uint32_t index = 0; index < depth; index++) free_list[free_count++] = &bench.messages[index];
+    for (uint32_t index = 0; index < depth; index++) {
+        free_list[free_count++] = &bench.messages[index];
+    }
     sz_replica_info_t info_start;
     sz_replica_stop(bench.replica); /* a pause, to read the counters while it is not running */
     pthread_join(bench.thread, NULL);
@@ -279,7 +286,8 @@ int main(int argc, char **argv) {
             uint32_t count = remaining < SZ_BATCH_EVENTS_MAX ? (uint32_t)remaining
                                                             : SZ_BATCH_EVENTS_MAX;
             uint32_t message_index = (uint32_t)(message - bench.messages);
-            fill_transfers(&bench, message, id_next, count, !used[message_index] || count != SZ_BATCH_EVENTS_MAX);
+            bool fresh = !used[message_index] || count != SZ_BATCH_EVENTS_MAX;
+            fill_transfers(&bench, message, id_next, count, fresh);
             used[message_index] = true;
             id_next += count;
             message->connection_index = (uint32_t)sent; /* the batch index, for latency */
@@ -289,7 +297,8 @@ int main(int argc, char **argv) {
             sent++;
         }
         sz_message_t *message = reply_wait(&bench);
-        latency_ns[message->connection_index] = monotonic_ns() - bench.pushed_ns[message - bench.messages];
+        uint64_t pushed_ns = bench.pushed_ns[message - bench.messages];
+        latency_ns[message->connection_index] = monotonic_ns() - pushed_ns;
         free_list[free_count++] = message;
         received++;
     }
@@ -322,10 +331,8 @@ int main(int argc, char **argv) {
     printf("  journal: %llu group commits, write+fdatasync mean %.0f us, append->applied mean "
            "%.0f us\n",
            (unsigned long long)writes,
-           (double)bench.metrics.fdatasync_latency_us.sum /
-               (double)(bench.metrics.fdatasync_latency_us.count ? bench.metrics.fdatasync_latency_us.count : 1),
-           (double)bench.metrics.commit_latency_us.sum /
-               (double)(bench.metrics.commit_latency_us.count ? bench.metrics.commit_latency_us.count : 1));
+           histogram_mean(&bench.metrics.fdatasync_latency_us),
+           histogram_mean(&bench.metrics.commit_latency_us));
     printf("  ops %llu, transfers %llu, digest %016llx%016llx\n",
            (unsigned long long)info.op_committed, (unsigned long long)info.ledger.transfer_count,
            (unsigned long long)info.digest.high, (unsigned long long)info.digest.low);
