@@ -5,7 +5,8 @@
  * Each input becomes a byte stream, either raw (the input itself) or synthesized (frames
  * built and sealed from recipes in the input, then damaged: a flipped bit, a field
  * changed and resealed, a cut), so that the fuzzer reaches accepted frames despite the
- * checksums. The stream is decoded twice: in one piece, and in chunks of sizes drawn
+ * checksums. The first byte also picks what the decoder expects: requests with the
+ * cluster checked (the gateway's use) or replies with or without it (the client's). The stream is decoded twice: in one piece, and in chunks of sizes drawn
  * from the input, sometimes through the zero-copy body path. Every body buffer is
  * allocated at exactly body_size, so AddressSanitizer catches a byte written past it.
  * It checks that:
@@ -44,6 +45,12 @@ typedef struct outcome {
     uint64_t consumed;
 } outcome_t;
 
+/* What the decoder expects, from the input's first byte. */
+typedef struct expect {
+    sz_command_t command;
+    bool check_cluster;
+} expect_t;
+
 typedef struct cursor {
     const uint8_t *data;
     size_t size;
@@ -66,7 +73,8 @@ static void header_reseal(sz_frame_header_t *header) {
 }
 
 /* One synthesized frame from a 9-byte recipe; body bytes come from the input again. */
-static size_t frame_synthesize(cursor_t *recipe, uint8_t *target, size_t room, bool first) {
+static size_t frame_synthesize(cursor_t *recipe, uint8_t *target, size_t room, bool first,
+                               const expect_t *expect) {
     uint32_t operation = 1 + cursor_take(recipe, 1) % 7; /* 7: not an operation */
     uint32_t events_raw = cursor_take(recipe, 2);
     uint32_t damage = cursor_take(recipe, 1);
@@ -104,8 +112,12 @@ static size_t frame_synthesize(cursor_t *recipe, uint8_t *target, size_t room, b
     header->cluster_id = (damage % 16 == 1) ? CLUSTER_ID + 1 : CLUSTER_ID;
     header->client_id = (damage % 16 == 2) ? 0 : 1 + damage_at;
     header->request_number = damage_at;
-    header->command = SZ_COMMAND_REQUEST;
+    header->command = (uint8_t)expect->command;
     header->operation = (uint8_t)operation;
+    if (expect->command == SZ_COMMAND_REPLY) {
+        header->status = (uint16_t)(damage_value % SZ_STATUS_COUNT);
+        header->op = damage_at;
+    }
     header->body_size = (uint32_t)body_size;
     if (body_size <= SZ_FRAME_BODY_SIZE_MAX) sz_frame_header_seal(header, body);
 
@@ -136,7 +148,8 @@ static size_t frame_synthesize(cursor_t *recipe, uint8_t *target, size_t room, b
     return cut;
 }
 
-static size_t stream_build(const uint8_t *data, size_t size, uint8_t *stream) {
+static size_t stream_build(const uint8_t *data, size_t size, uint8_t *stream,
+                           const expect_t *expect) {
     if (size == 0) return 0;
     if ((data[0] & 1) == 0) {
         memcpy(stream, data + 1, size - 1);
@@ -146,7 +159,7 @@ static size_t stream_build(const uint8_t *data, size_t size, uint8_t *stream) {
     size_t stream_size = 0;
     for (uint32_t frame = 0; frame < 8 && recipe.position < recipe.size; frame++) {
         size_t added = frame_synthesize(&recipe, stream + stream_size,
-                                        STREAM_SIZE_MAX - stream_size, frame == 0);
+                                        STREAM_SIZE_MAX - stream_size, frame == 0, expect);
         if (added == 0) break;
         stream_size += added;
     }
@@ -162,13 +175,15 @@ static uint64_t frame_hash(const sz_decoder_t *decoder) {
 }
 
 /* A frame is whole: check it on its own, record it, free its buffer. */
-static void frame_take(sz_decoder_t *decoder, outcome_t *outcome) {
+static void frame_take(sz_decoder_t *decoder, const expect_t *expect, outcome_t *outcome) {
     CHECK(decoder->status == SZ_STATUS_OK || decoder->status == SZ_STATUS_BODY_CHECKSUM_INVALID);
-    CHECK(sz_frame_header_check(&decoder->header, SZ_COMMAND_REQUEST, CLUSTER_ID, true) ==
-          SZ_STATUS_OK);
+    CHECK(sz_frame_header_check(&decoder->header, expect->command, CLUSTER_ID,
+                                expect->check_cluster) == SZ_STATUS_OK);
     CHECK(decoder->header.body_size <= SZ_FRAME_BODY_SIZE_MAX);
     CHECK(sz_frame_body_check(&decoder->header, decoder->body) == decoder->status);
-    CHECK(sz_frame_event_count(&decoder->header) <= SZ_BATCH_EVENTS_MAX);
+    if (expect->command == SZ_COMMAND_REQUEST) {
+        CHECK(sz_frame_event_count(&decoder->header) <= SZ_BATCH_EVENTS_MAX);
+    }
     if (outcome->frame_count < FRAMES_MAX) {
         outcome->frame_hashes[outcome->frame_count] = frame_hash(decoder);
     }
@@ -178,11 +193,11 @@ static void frame_take(sz_decoder_t *decoder, outcome_t *outcome) {
 }
 
 /* Decodes the stream in chunks from `chunks` (whole when chunks is NULL). */
-static void decode(const uint8_t *stream, size_t stream_size, cursor_t *chunks,
-                   outcome_t *outcome) {
+static void decode(const uint8_t *stream, size_t stream_size, const expect_t *expect,
+                   cursor_t *chunks, outcome_t *outcome) {
     memset(outcome, 0, sizeof(*outcome));
     sz_decoder_t decoder;
-    sz_decoder_init(&decoder, SZ_COMMAND_REQUEST, CLUSTER_ID, true);
+    sz_decoder_init(&decoder, expect->command, CLUSTER_ID, expect->check_cluster);
     size_t position = 0;
     /* Terminates: each pass consumes input or moves the state forward. */
     while (true) {
@@ -195,13 +210,22 @@ static void decode(const uint8_t *stream, size_t stream_size, cursor_t *chunks,
             continue;
         }
         if (decoder.state == SZ_DECODER_FRAME) {
-            frame_take(&decoder, outcome);
+            frame_take(&decoder, expect, outcome);
             continue;
         }
         if (decoder.state == SZ_DECODER_FAILED) {
             CHECK(decoder.status != SZ_STATUS_OK);
-            CHECK(sz_frame_header_check(&decoder.header, SZ_COMMAND_REQUEST, CLUSTER_ID, true) ==
-                  decoder.status);
+            CHECK(sz_frame_header_check(&decoder.header, expect->command, CLUSTER_ID,
+                                        expect->check_cluster) == decoder.status);
+            /* Authentic means the checksum held: checking again without it agrees. */
+            sz_frame_header_t copy = decoder.header;
+            bool checksum_holds = copy.magic == SZ_FRAME_MAGIC &&
+                                  copy.version == SZ_PROTOCOL_VERSION;
+            if (checksum_holds) {
+                header_reseal(&copy);
+                checksum_holds = copy.checksum_header == decoder.header.checksum_header;
+            }
+            CHECK(sz_decoder_status_authentic(decoder.status) == checksum_holds);
             CHECK(sz_decoder_feed(&decoder, stream, stream_size) == 0);
             outcome->failed = true;
             outcome->failed_status = decoder.status;
@@ -241,12 +265,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static uint8_t *stream = NULL;
     if (stream == NULL) stream = malloc(STREAM_SIZE_MAX);
-    size_t stream_size = stream_build(data, size, stream);
+    uint8_t mode = size > 0 ? data[0] : 0;
+    /* Mostly the gateway's case; a quarter of the inputs decode replies. */
+    expect_t expect = {.command = (mode & 6) == 6 ? SZ_COMMAND_REPLY : SZ_COMMAND_REQUEST,
+                       .check_cluster = (mode & 6) != 6 || (mode & 8) != 0};
+    size_t stream_size = stream_build(data, size, stream, &expect);
 
     outcome_t whole, chunked;
-    decode(stream, stream_size, NULL, &whole);
+    decode(stream, stream_size, &expect, NULL, &whole);
     cursor_t chunks = {.data = data, .size = size, .position = size / 2};
-    decode(stream, stream_size, &chunks, &chunked);
+    decode(stream, stream_size, &expect, &chunks, &chunked);
 
     CHECK(whole.frame_count == chunked.frame_count);
     uint32_t compared = whole.frame_count < FRAMES_MAX ? whole.frame_count : FRAMES_MAX;

@@ -1,6 +1,6 @@
 /* bench_gateway.c: how fast requests cross the gateway over loopback TCP, without the
- * ledger's cost: the gateway of gateway_harness.h (with its stand-in ledger thread that
- * answers at once) and client threads that keep `depth` requests in flight each.
+ * ledger's cost: the gateway of gateway_harness.h with its stand-in ledger thread (which
+ * answers at once), and client threads that keep `depth` requests in flight each.
  *   bench_gateway [--connections C] [--events E] [--depth D] [--seconds S]
  * Prints requests/s, events/s and MB/s of request frames. Not a test: run it by hand. */
 #include <pthread.h>
@@ -128,7 +128,7 @@ int main(int argc, char **argv) {
                                                       ? 1024
                                                       : connections * depth + 4,
                                   .connections_max = connections + 16};
-    if (harness_start(&harness, config) != 0) return 1;
+    if (harness_start(&harness, HARNESS_LEDGER_STAND_IN, config) != 0) return 1;
     bench_client_t *clients = calloc(connections, sizeof(*clients));
     uint64_t start_ns = test_clock_ns();
     uint64_t deadline_ns = start_ns + (uint64_t)(seconds * 1e9);

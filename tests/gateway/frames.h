@@ -47,4 +47,55 @@ static inline uint32_t test_frame_build(uint8_t *frame, uint32_t operation,
     return SZ_FRAME_HEADER_SIZE + body_size;
 }
 
+/* create_accounts of count valid accounts, ids first_id, first_id + 1, ... */
+static inline uint32_t test_accounts_frame(uint8_t *frame, uint64_t first_id, uint32_t count,
+                                           sz_u128 client_id, uint32_t request_number) {
+    sz_account_t *accounts = (sz_account_t *)(frame + SZ_FRAME_HEADER_SIZE);
+    for (uint32_t index = 0; index < count; index++) {
+        memset(&accounts[index], 0, sizeof(accounts[index]));
+        accounts[index].id = first_id + index;
+        accounts[index].ledger = 1;
+        accounts[index].code = 1;
+    }
+    uint32_t body_size = count * (uint32_t)sizeof(sz_account_t);
+    test_request_seal((sz_frame_header_t *)frame, SZ_OPERATION_CREATE_ACCOUNTS, client_id,
+                      request_number, accounts, body_size);
+    return SZ_FRAME_HEADER_SIZE + body_size;
+}
+
+/* lookup_accounts of ids first_id .. first_id + count - 1. */
+static inline uint32_t test_lookup_frame(uint8_t *frame, uint64_t first_id, uint32_t count,
+                                         sz_u128 client_id, uint32_t request_number) {
+    uint8_t *ids = frame + SZ_FRAME_HEADER_SIZE;
+    for (uint32_t index = 0; index < count; index++) {
+        sz_u128 id = first_id + index;
+        memcpy(ids + (size_t)index * sizeof(id), &id, sizeof(id));
+    }
+    uint32_t body_size = count * (uint32_t)sizeof(sz_u128);
+    test_request_seal((sz_frame_header_t *)frame, SZ_OPERATION_LOOKUP_ACCOUNTS, client_id,
+                      request_number, ids, body_size);
+    return SZ_FRAME_HEADER_SIZE + body_size;
+}
+
+/* create_transfers of count valid transfers of 1 unit, ids first_id.., between accounts
+ * 1 .. account_count (which must exist for them to succeed). */
+static inline uint32_t test_transfers_frame(uint8_t *frame, uint64_t first_id, uint32_t count,
+                                            uint32_t account_count, sz_u128 client_id,
+                                            uint32_t request_number) {
+    sz_transfer_t *transfers = (sz_transfer_t *)(frame + SZ_FRAME_HEADER_SIZE);
+    for (uint32_t index = 0; index < count; index++) {
+        memset(&transfers[index], 0, sizeof(transfers[index]));
+        transfers[index].id = first_id + index;
+        transfers[index].debit_account_id = 1 + (first_id + index) % account_count;
+        transfers[index].credit_account_id = 1 + (first_id + index + 1) % account_count;
+        transfers[index].amount = 1;
+        transfers[index].ledger = 1;
+        transfers[index].code = 1;
+    }
+    uint32_t body_size = count * (uint32_t)sizeof(sz_transfer_t);
+    test_request_seal((sz_frame_header_t *)frame, SZ_OPERATION_CREATE_TRANSFERS, client_id,
+                      request_number, transfers, body_size);
+    return SZ_FRAME_HEADER_SIZE + body_size;
+}
+
 #endif
