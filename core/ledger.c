@@ -359,23 +359,68 @@ static sz_batch_status_t batch_check(const sz_ledger_t *ledger, sz_operation_t o
 
 sz_batch_status_t sz_ledger_capacity_check(const sz_ledger_t *ledger, sz_operation_t operation,
                                            uint32_t event_count) {
+    static const sz_ledger_reservation_t none = {0};
+    return sz_ledger_capacity_check_reserved(ledger, operation, event_count, &none);
+}
+
+/* Counts are u32 and reservations at most a few ring's worth of batches, so the u64 sums
+ * below cannot overflow. */
+sz_batch_status_t sz_ledger_capacity_check_reserved(const sz_ledger_t *ledger,
+                                                    sz_operation_t operation,
+                                                    uint32_t event_count,
+                                                    const sz_ledger_reservation_t *reserved) {
     if (event_count > SZ_BATCH_EVENTS_MAX) return SZ_BATCH_TOO_MANY_EVENTS;
+    SZ_ASSERT(reserved->account_count <= UINT32_MAX && reserved->transfer_count <= UINT32_MAX);
+    SZ_ASSERT(reserved->pending_count <= UINT32_MAX);
+    SZ_ASSERT(reserved->history_count <= 2ull * UINT32_MAX);
     if (operation == SZ_OPERATION_CREATE_ACCOUNTS) {
-        if ((uint64_t)ledger->account_count + event_count > ledger->accounts_max) {
+        if ((uint64_t)ledger->account_count + reserved->account_count + event_count >
+            ledger->accounts_max) {
             return SZ_BATCH_ACCOUNTS_FULL;
         }
     } else if (operation == SZ_OPERATION_CREATE_TRANSFERS) {
-        if ((uint64_t)ledger->transfer_count + event_count > ledger->transfers_max) {
+        if ((uint64_t)ledger->transfer_count + reserved->transfer_count + event_count >
+            ledger->transfers_max) {
             return SZ_BATCH_TRANSFERS_FULL;
         }
-        if ((uint64_t)ledger->pending_live + event_count > ledger->pending_max) {
+        if ((uint64_t)ledger->pending_live + reserved->pending_count + event_count >
+            ledger->pending_max) {
             return SZ_BATCH_PENDING_FULL;
         }
-        if ((uint64_t)ledger->history_count + 2ull * event_count > ledger->history_max) {
+        if ((uint64_t)ledger->history_count + reserved->history_count + 2ull * event_count >
+            ledger->history_max) {
             return SZ_BATCH_HISTORY_FULL;
         }
     }
     return SZ_BATCH_APPLIED;
+}
+
+void sz_ledger_reservation_add(sz_ledger_reservation_t *reservation, sz_operation_t operation,
+                               uint32_t event_count, bool release) {
+    SZ_ASSERT(event_count <= SZ_BATCH_EVENTS_MAX);
+    sz_ledger_reservation_t batch = {0};
+    if (operation == SZ_OPERATION_CREATE_ACCOUNTS) {
+        batch.account_count = event_count;
+    } else if (operation == SZ_OPERATION_CREATE_TRANSFERS) {
+        batch.transfer_count = event_count;
+        batch.pending_count = event_count;
+        batch.history_count = 2ull * event_count;
+    }
+    if (!release) {
+        reservation->account_count += batch.account_count;
+        reservation->transfer_count += batch.transfer_count;
+        reservation->pending_count += batch.pending_count;
+        reservation->history_count += batch.history_count;
+        return;
+    }
+    SZ_ASSERT(reservation->account_count >= batch.account_count);
+    SZ_ASSERT(reservation->transfer_count >= batch.transfer_count);
+    SZ_ASSERT(reservation->pending_count >= batch.pending_count);
+    SZ_ASSERT(reservation->history_count >= batch.history_count);
+    reservation->account_count -= batch.account_count;
+    reservation->transfer_count -= batch.transfer_count;
+    reservation->pending_count -= batch.pending_count;
+    reservation->history_count -= batch.history_count;
 }
 
 /* ---------------------------------------------------------------------------------------

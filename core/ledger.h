@@ -94,6 +94,28 @@ uint64_t sz_ledger_timestamp_next(const sz_ledger_t *ledger, uint64_t clock_now_
 sz_batch_status_t sz_ledger_capacity_check(const sz_ledger_t *ledger, sz_operation_t operation,
                                            uint32_t event_count);
 
+/* Room already promised to write batches that are sequenced but not yet applied (a
+ * leader journals ahead of applying): each counted at its worst case, as above (n
+ * accounts; or n transfers, n pending and 2n history rows). */
+typedef struct sz_ledger_reservation {
+    uint64_t account_count;
+    uint64_t transfer_count;
+    uint64_t pending_count;
+    uint64_t history_count;
+} sz_ledger_reservation_t;
+
+/* sz_ledger_capacity_check() for a batch that will apply after every reserved one: if it
+ * passes, the batch cannot be refused for capacity when its turn comes, whatever the
+ * batches before it do. Pure. */
+sz_batch_status_t sz_ledger_capacity_check_reserved(const sz_ledger_t *ledger,
+                                                    sz_operation_t operation,
+                                                    uint32_t event_count,
+                                                    const sz_ledger_reservation_t *reserved);
+
+/* Adds (or, with release, takes back) a batch's worst case to a reservation. */
+void sz_ledger_reservation_add(sz_ledger_reservation_t *reservation, sz_operation_t operation,
+                               uint32_t event_count, bool release);
+
 /* results_out must have room for event_count entries. */
 sz_batch_status_t sz_ledger_create_accounts(sz_ledger_t *ledger, const sz_account_t *events,
                                             uint32_t event_count, uint64_t timestamp,

@@ -20,10 +20,17 @@
  * - Per client connection: at most pipeline_max requests out at once (further frames wait
  *   in the socket); requests_per_second_max and events_per_second_max (0 = no limit, token
  *   buckets refilled continuously) answered RATE_LIMITED; a connection with no complete
- *   frame and nothing out for idle_timeout_ns is closed.
+ *   frame, no reply byte written and nothing in the ledger for idle_timeout_ns is closed
+ *   (so is one that stopped reading its replies). Beyond connections_max a new
+ *   connection is accepted and closed at once. Replies from the ledger go out in the
+ *   order it produced them; the gateway's own error replies may overtake them (clients
+ *   match replies by request_number). Malformed frames are counted in the metrics' row
+ *   of operation 0 when their operation is not a client operation.
  * - Waking: the ledger thread calls sz_gateway_wake() after pushing replies; the gateway
  *   spins briefly on the reply ring and its sockets, then sleeps in epoll_wait, so an idle
  *   server uses no CPU.
+ * - sz_gateway_open() raises RLIMIT_NOFILE's soft limit when connections_max needs it,
+ *   and sets metrics->request_ring / reply_ring (if NULL) for the occupancy gauges.
  * - Errors: 0 or a negative errno; error_out (may be NULL) gets one line.
  */
 #ifndef SZ_GATEWAY_H
@@ -61,7 +68,8 @@ void sz_gateway_wake(sz_gateway_t *gateway);
 /* The port actually bound (for ":0" in tests). */
 uint16_t sz_gateway_port(const sz_gateway_t *gateway);
 uint16_t sz_gateway_metrics_port(const sz_gateway_t *gateway);
-/* Accepts NULL. Not while sz_gateway_run() is running. */
+/* Accepts NULL. Not while sz_gateway_run() is running, and only once the ledger thread
+ * has stopped: after a drain timeout it may still hold messages of the pool. */
 void sz_gateway_close(sz_gateway_t *gateway);
 
 #endif

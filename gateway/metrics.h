@@ -27,7 +27,8 @@ typedef struct sz_histogram {
     _Atomic uint64_t count;
 } sz_histogram_t;
 
-/* Operations are numbered 1..6 on the wire; index 0 is unused. */
+/* Operations are numbered 1..6 on the wire; index 0 counts frames whose operation is not
+ * a client operation (rendered as operation="unknown"). */
 #define SZ_METRICS_OPERATION_COUNT 7u
 
 typedef struct sz_metrics {
@@ -81,8 +82,9 @@ static inline void sz_histogram_record(sz_histogram_t *histogram, uint64_t value
 }
 
 /* Writes the Prometheus text exposition (version 0.0.4) of every metric. Returns the
- * length (without the terminating zero) or, if buffer_size is too small, the size needed
- * plus one; the buffer then holds a truncated text. */
+ * length (without the terminating zero), which is less than buffer_size; or, if
+ * buffer_size is too small, the buffer size needed (length plus one for the zero), which
+ * is at least buffer_size; the buffer then holds a truncated text. */
 size_t sz_metrics_render(const sz_metrics_t *metrics, char *buffer, size_t buffer_size);
 
 #endif

@@ -18,7 +18,7 @@
 
 #include "core/records.h"
 
-#define SZ_FRAME_MAGIC 0x315A5753u /* "SWZ1" read little-endian: "SZW1" on the wire */
+#define SZ_FRAME_MAGIC 0x315A5753u /* the bytes "SWZ1" on the wire, read little-endian */
 #define SZ_PROTOCOL_VERSION 1u
 #define SZ_FRAME_HEADER_SIZE 128u
 /* The largest body: a full batch of 128-byte events (or of 128-byte rows in a reply). */

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <xxhash.h>
 
 #include "journal.h"
@@ -56,6 +57,7 @@ typedef struct journal_write {
     uint64_t op_last;
     uint32_t retry_count;
     bool complete;
+    uint64_t submitted_ns; /* for on_written only */
 } journal_write_t;
 
 typedef struct scan_reader {
@@ -103,6 +105,13 @@ struct sz_journal {
     int error;
     char error_message[320];
 };
+
+/* The only clock in the journal, read only for on_written (metrics). */
+static uint64_t clock_monotonic_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+}
 
 static uint64_t align_up(uint64_t value) {
     return (value + SZ_STORAGE_SECTOR_SIZE - 1) / SZ_STORAGE_SECTOR_SIZE * SZ_STORAGE_SECTOR_SIZE;
@@ -647,11 +656,22 @@ static int journal_reap(sz_journal_t *journal, bool wait) {
     for (int index = 0; index < count; index++) reap_one(journal, &completions[index]);
     if (journal->error != 0) return journal->error;
     uint64_t op_durable_before = journal->op_durable;
+    uint64_t now_ns = 0; /* read once, only when a write completed */
     while (journal->in_flight_count > 0) {
         journal_write_t *oldest =
             &journal->writes[journal->write_sequence_oldest % journal->buffer_count];
         if (!oldest->complete) break;
         SZ_ASSERT(oldest->op_last > journal->op_durable);
+        if (journal->options.on_written != NULL) {
+            if (now_ns == 0) now_ns = clock_monotonic_ns();
+            sz_journal_write_report_t report = {
+                .op_first = oldest->op_first,
+                .op_last = oldest->op_last,
+                .size = oldest->size,
+                .latency_ns = now_ns - oldest->submitted_ns,
+            };
+            journal->options.on_written(&report, journal->options.durable_context);
+        }
         journal->op_durable = oldest->op_last;
         journal->write_sequence_oldest++;
         journal->in_flight_count--;
@@ -697,6 +717,7 @@ static int submit_fill(sz_journal_t *journal) {
         .size = size,
         .op_first = journal->fill_op_first,
         .op_last = journal->op_last,
+        .submitted_ns = journal->options.on_written != NULL ? clock_monotonic_ns() : 0,
     };
     SZ_ASSERT(write->op_first <= write->op_last);
     int result = sz_storage_submit(journal->storage, write->file, write->offset, buffer, size,

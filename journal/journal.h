@@ -131,6 +131,17 @@ typedef int (*sz_journal_entry_fn)(const sz_journal_header_t *header, const void
                                    const sz_journal_position_t *position, void *context);
 typedef void (*sz_journal_durable_fn)(uint64_t op_durable, void *context);
 
+/* One completed group commit, for metrics. latency_ns runs from its submission to the
+ * reap that found its write and fdatasync complete (CLOCK_MONOTONIC), so it also holds
+ * any time the owner spent before polling. */
+typedef struct sz_journal_write_report {
+    uint64_t op_first;
+    uint64_t op_last;
+    uint64_t size;       /* bytes written, sector padded */
+    uint64_t latency_ns; /* write + fdatasync */
+} sz_journal_write_report_t;
+typedef void (*sz_journal_written_fn)(const sz_journal_write_report_t *report, void *context);
+
 typedef struct sz_journal_options {
     bool read_only;
     uint32_t in_flight_max; /* 1..SZ_JOURNAL_IN_FLIGHT_MAX; 0 for the default */
@@ -138,6 +149,9 @@ typedef struct sz_journal_options {
     void *entry_context;
     sz_journal_durable_fn on_durable; /* may be NULL */
     void *durable_context;
+    /* May be NULL; called like on_durable, once per completed write, in order, before the
+     * on_durable call that reports its ops (durable_context is its context). */
+    sz_journal_written_fn on_written;
 } sz_journal_options_t;
 
 /* What one append carries besides the body. */

@@ -61,6 +61,8 @@ typedef struct sz_replica_info {
     uint64_t timestamp_last;
     sz_digest_t digest;
     sz_ledger_stats_t ledger;
+    uint64_t loop_count;  /* passes of sz_replica_run()'s loop (to measure its cost) */
+    uint64_t sleep_count; /* times it slept on the request ring's futex */
 } sz_replica_info_t;
 
 typedef struct sz_replica sz_replica_t;
@@ -69,7 +71,9 @@ SZ_MUST_USE int sz_replica_open(const sz_replica_config_t *config, sz_replica_t 
                                 sz_journal_problem_t *problem_out);
 /* The ledger thread's loop. Returns 0 after sz_replica_stop() once every popped request
  * has been answered and the journal flushed, or the journal's error (the message is in
- * sz_replica_error_message()). */
+ * sz_replica_error_message()). After sz_replica_stop() it takes what the request ring
+ * holds at that moment and pops nothing after it. After a return of 0 it may be run
+ * again; after an error, only closed. */
 SZ_MUST_USE int sz_replica_run(sz_replica_t *replica);
 /* Any thread: asks the loop to finish what it has and return. */
 void sz_replica_stop(sz_replica_t *replica);

@@ -42,6 +42,7 @@ int sz_ring_init(sz_ring_t *ring, uint32_t capacity) {
     ring->mask = capacity - 1;
     atomic_init(&ring->cursor, 0);
     atomic_init(&ring->consumed, 0);
+    atomic_init(&ring->consumer_woken, 0);
     return 0;
 }
 
@@ -115,9 +116,18 @@ static bool ring_writable(sz_ring_t *ring) {
            ring->capacity;
 }
 
-/* Spins, then sleeps on the futex until ready() holds or the deadline passes. */
+/* Takes a pending sz_ring_wake_consumer() (woken is NULL for the producer's waits). */
+static bool ring_woken_take(_Atomic uint32_t *woken) {
+    if (woken == NULL || atomic_load_explicit(woken, memory_order_relaxed) == 0) return false;
+    atomic_store_explicit(woken, 0, memory_order_relaxed);
+    return true;
+}
+
+/* Spins, then sleeps on the futex until ready() holds, the deadline passes or (consumer
+ * only) a wake-up was asked for. */
 static bool ring_wait(sz_ring_t *ring, bool (*ready)(sz_ring_t *), _Atomic uint32_t *sleeping,
-                      _Atomic uint32_t *signal, uint32_t spin_count, uint64_t timeout_ns) {
+                      _Atomic uint32_t *signal, _Atomic uint32_t *woken, uint32_t spin_count,
+                      uint64_t timeout_ns) {
     for (uint32_t spin = 0; spin < spin_count; spin++) {
         if (ready(ring)) return true;
         __builtin_ia32_pause();
@@ -130,6 +140,12 @@ static bool ring_wait(sz_ring_t *ring, bool (*ready)(sz_ring_t *), _Atomic uint3
         if (ready(ring)) {
             atomic_store_explicit(sleeping, 0, memory_order_relaxed);
             return true;
+        }
+        /* After the fence, like ready(): either we see the waker's flag here, or its
+         * signal increment comes after our `observed` and the futex wait returns. */
+        if (ring_woken_take(woken)) {
+            atomic_store_explicit(sleeping, 0, memory_order_relaxed);
+            return false;
         }
         uint64_t remaining_ns = 0;
         if (deadline_ns != 0) {
@@ -147,12 +163,19 @@ static bool ring_wait(sz_ring_t *ring, bool (*ready)(sz_ring_t *), _Atomic uint3
 
 bool sz_ring_wait_readable(sz_ring_t *ring, uint32_t spin_count, uint64_t timeout_ns) {
     return ring_wait(ring, ring_readable, &ring->consumer_sleeping, &ring->readable_signal,
-                     spin_count, timeout_ns);
+                     &ring->consumer_woken, spin_count, timeout_ns);
 }
 
 bool sz_ring_wait_writable(sz_ring_t *ring, uint32_t spin_count, uint64_t timeout_ns) {
     return ring_wait(ring, ring_writable, &ring->producer_sleeping, &ring->writable_signal,
-                     spin_count, timeout_ns);
+                     NULL, spin_count, timeout_ns);
+}
+
+void sz_ring_wake_consumer(sz_ring_t *ring) {
+    /* seq_cst on both: pairs with the consumer's fence in ring_wait() (see there). */
+    atomic_store_explicit(&ring->consumer_woken, 1, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&ring->readable_signal, 1, memory_order_seq_cst);
+    futex_wake(&ring->readable_signal);
 }
 
 uint64_t sz_ring_occupancy(const sz_ring_t *ring) {

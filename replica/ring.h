@@ -28,6 +28,7 @@ typedef struct sz_ring {
     uint64_t consumed_cached; /* producer's last view of `consumed` */
     _Atomic uint32_t readable_signal; /* futex word the consumer sleeps on */
     _Atomic uint32_t consumer_sleeping;
+    _Atomic uint32_t consumer_woken; /* sz_ring_wake_consumer() not yet seen */
 
     /* Consumer side. */
     alignas(SZ_CACHE_LINE_SIZE) _Atomic uint64_t consumed; /* next sequence to read */
@@ -53,8 +54,14 @@ uint32_t sz_ring_push(sz_ring_t *ring, void *const *messages, uint32_t message_c
 uint32_t sz_ring_pop(sz_ring_t *ring, void **messages_out, uint32_t message_count_max);
 
 /* Consumer: returns once the ring holds a message, after spin_count polls and then
- * sleeping, or after timeout_ns (0 = no limit). True if a message is there. */
+ * sleeping, or after timeout_ns (0 = no limit), or once sz_ring_wake_consumer() was
+ * called since the last such return. True if a message is there. */
 bool sz_ring_wait_readable(sz_ring_t *ring, uint32_t spin_count, uint64_t timeout_ns);
+
+/* Any thread: makes the consumer's current or next sz_ring_wait_readable() return (false
+ * if the ring is still empty), so it can look at something besides the ring, such as a
+ * stop flag stored before this call. */
+void sz_ring_wake_consumer(sz_ring_t *ring);
 
 /* Producer: the same for free room. */
 bool sz_ring_wait_writable(sz_ring_t *ring, uint32_t spin_count, uint64_t timeout_ns);

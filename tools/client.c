@@ -25,8 +25,8 @@ static void client_usage(FILE *stream) {
         "options:\n"
         "  --address HOST:PORT  the server (env SUMZERO_ADDRESS; default 127.0.0.1:3000);\n"
         "                       several, comma-separated, are tried in turn\n"
-        "  --cluster-id ID      the server's cluster id, a u128 (env SUMZERO_CLUSTER_ID;\n"
-        "                       default 0)\n"
+        "  --cluster ID         the server's cluster id, a u128 (env SUMZERO_CLUSTER;\n"
+        "                       default 0; --cluster-id is the same)\n"
         "  --timeout-ms N       give up on a statement after N ms (default 10000)\n"
         "\n"
         "statements (events are separated by a comma, which may end a word or stand\n"
@@ -434,7 +434,8 @@ static bool statement_parse(statement_t *statement, char *line) {
         }
     }
     if (event_open) event_end(statement);
-    if (statement->kind->input == filter_fields && statement->event_count == 0) {
+    if (statement->kind->input == filter_fields &&
+        (statement->event_count == 0 || (statement->fields_set & 1u) == 0)) {
         fprintf(stderr, "sumzero client: %s needs account_id=ID\n", statement->kind->name);
         return false;
     }
@@ -508,7 +509,7 @@ static int call_error(const char *address, int error, uint32_t timeout_ms) {
     sumzero_status_t status = sumzero_error_status(error);
     if (status == SUMZERO_STATUS_CLUSTER_INVALID) {
         fprintf(stderr, "sumzero client: the server at %s refused the request: cluster_invalid "
-                        "(--cluster-id must match the server's)\n", address);
+                        "(--cluster must match the server's)\n", address);
         return EX_CONFIG;
     }
     if (status != SUMZERO_STATUS_OK) {
@@ -652,13 +653,14 @@ static int client_parse(int argc, char **argv, client_flags_t *flags) {
     static const struct option long_options[] = {
         {"address", required_argument, NULL, 'a'},
         {"addresses", required_argument, NULL, 'a'},
+        {"cluster", required_argument, NULL, 'c'},
         {"cluster-id", required_argument, NULL, 'c'},
         {"timeout-ms", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     flags->address = getenv("SUMZERO_ADDRESS");
-    flags->cluster_id = getenv("SUMZERO_CLUSTER_ID");
+    flags->cluster_id = getenv("SUMZERO_CLUSTER");
     if (flags->address == NULL || flags->address[0] == '\0') flags->address = "127.0.0.1:3000";
     optind = 1;
     int option;
@@ -679,7 +681,7 @@ static int client_options(const client_flags_t *flags, sumzero_client_options_t 
     options->addresses = flags->address;
     if (flags->cluster_id != NULL &&
         sumzero_u128_parse(flags->cluster_id, &options->cluster_id) != 0) {
-        fprintf(stderr, "sumzero client: --cluster-id takes a u128, not '%s'\n",
+        fprintf(stderr, "sumzero client: --cluster takes a u128, not '%s'\n",
                 flags->cluster_id);
         return EX_USAGE;
     }

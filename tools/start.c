@@ -21,7 +21,8 @@ typedef struct start_arguments {
     const char *directory;
     const char *address;
     const char *metrics_address;
-    sz_u128 cluster_id; /* only when formatting */
+    sz_u128 cluster_id;    /* only when formatting */
+    uint64_t segment_size; /* only when formatting; 0 for the default */
     sz_ledger_config_t ledger;
     sz_gateway_config_t gateway;
     uint32_t clients_max;
@@ -79,6 +80,8 @@ static void start_usage(FILE *stream) {
             "                           default 127.0.0.1:9100)\n"
             "  --cluster ID             cluster id when formatting a new directory (env\n"
             "                           SUMZERO_CLUSTER; default 0); clients must send it\n"
+            "  --segment-size BYTES     journal segment size when formatting, a multiple of\n"
+            "                           4096 (env SUMZERO_SEGMENT_SIZE; default 1 GiB)\n"
             "  --accounts-max N         ledger capacities (env SUMZERO_ACCOUNTS_MAX ...;\n"
             "  --transfers-max N          defaults 1Mi accounts, 16Mi transfers, 1Mi pending\n"
             "  --pending-max N            with a timeout, 1Mi history rows); the memory is\n"
@@ -150,8 +153,8 @@ static int start_prefault_parse(start_arguments_t *arguments, const char *text) 
 /* Environment first, then flags, so a flag always wins. */
 static int start_parse(int argc, char **argv, start_arguments_t *arguments) {
     enum { OPTION_DATA = 256, OPTION_ADDRESS, OPTION_METRICS, OPTION_CLUSTER, OPTION_PREFAULT,
-           OPTION_NUMBER };
-    struct option long_options[NUMBER_COUNT + 7];
+           OPTION_SEGMENT_SIZE, OPTION_NUMBER };
+    struct option long_options[NUMBER_COUNT + 8];
     uint32_t option_count = 0;
     long_options[option_count++] = (struct option){"data", required_argument, NULL, OPTION_DATA};
     long_options[option_count++] =
@@ -162,13 +165,15 @@ static int start_parse(int argc, char **argv, start_arguments_t *arguments) {
         (struct option){"cluster", required_argument, NULL, OPTION_CLUSTER};
     long_options[option_count++] =
         (struct option){"prefault", required_argument, NULL, OPTION_PREFAULT};
+    long_options[option_count++] =
+        (struct option){"segment-size", required_argument, NULL, OPTION_SEGMENT_SIZE};
     for (uint32_t number = 0; number < NUMBER_COUNT; number++) {
         long_options[option_count++] = (struct option){
             start_numbers[number].name, required_argument, NULL, OPTION_NUMBER + (int)number};
     }
     long_options[option_count++] = (struct option){"help", no_argument, NULL, 'h'};
     long_options[option_count++] = (struct option){NULL, 0, NULL, 0};
-    SZ_ASSERT(option_count == NUMBER_COUNT + 7);
+    SZ_ASSERT(option_count == NUMBER_COUNT + 8);
 
     for (uint32_t number = 0; number < NUMBER_COUNT; number++) {
         const char *text = getenv(start_numbers[number].environment);
@@ -177,6 +182,7 @@ static int start_parse(int argc, char **argv, start_arguments_t *arguments) {
     const char *text = getenv("SUMZERO_PREFAULT");
     if (text != NULL && start_prefault_parse(arguments, text) != EX_OK) return EX_USAGE;
     const char *cluster = getenv("SUMZERO_CLUSTER");
+    const char *segment_size = getenv("SUMZERO_SEGMENT_SIZE");
     if (getenv("SUMZERO_DATA") != NULL) arguments->directory = getenv("SUMZERO_DATA");
     if (getenv("SUMZERO_ADDRESS") != NULL) arguments->address = getenv("SUMZERO_ADDRESS");
     if (getenv("SUMZERO_METRICS_ADDRESS") != NULL) {
@@ -197,6 +203,7 @@ static int start_parse(int argc, char **argv, start_arguments_t *arguments) {
         case OPTION_ADDRESS: arguments->address = optarg; break;
         case OPTION_METRICS: arguments->metrics_address = optarg; break;
         case OPTION_CLUSTER: cluster = optarg; break;
+        case OPTION_SEGMENT_SIZE: segment_size = optarg; break;
         case OPTION_PREFAULT:
             if (start_prefault_parse(arguments, optarg) != EX_OK) return EX_USAGE;
             break;
@@ -210,6 +217,14 @@ static int start_parse(int argc, char **argv, start_arguments_t *arguments) {
     }
     if (cluster != NULL && sz_u128_parse(cluster, &arguments->cluster_id) != 0) {
         fprintf(stderr, "sumzero start: --cluster takes a u128, not '%s'\n", cluster);
+        return EX_USAGE;
+    }
+    if (segment_size != NULL &&
+        (!journal_tool_u64(segment_size, &arguments->segment_size) ||
+         arguments->segment_size < SZ_JOURNAL_SEGMENT_SIZE_MIN ||
+         arguments->segment_size % SZ_STORAGE_SECTOR_SIZE != 0)) {
+        fprintf(stderr, "sumzero start: --segment-size takes a multiple of 4096 of at least %u, "
+                        "not '%s'\n", (unsigned)SZ_JOURNAL_SEGMENT_SIZE_MIN, segment_size);
         return EX_USAGE;
     }
     if (arguments->directory[0] == '\0' || arguments->address[0] == '\0') {
@@ -237,7 +252,8 @@ static int start_storage(const start_arguments_t *arguments, sz_storage_t **stor
         return EX_TEMPFAIL;
     }
     if (result == 0) {
-        sz_journal_format_options_t options = {.cluster_id = arguments->cluster_id};
+        sz_journal_format_options_t options = {.cluster_id = arguments->cluster_id,
+                                               .segment_size = arguments->segment_size};
         result = sz_journal_format(*storage_out, &options);
         if (result == 0) {
             char cluster[SZ_U128_DECIMAL_SIZE];

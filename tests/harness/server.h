@@ -80,14 +80,14 @@ static inline int sz_test_server_wait_listening(sz_test_server_t *server) {
 }
 
 /* Starts `sumzero start --data DATA_DIR --address 127.0.0.1:0 --metrics-address
- * 127.0.0.1:0 --prefault no` plus extra_args (NULL-terminated, may be NULL), and waits
+ * 127.0.0.1:0 --prefault no --segment-size 32MiB` plus extra_args (NULL-terminated, may be NULL), and waits
  * until it listens. Small capacities are the caller's to pass. */
 static inline int sz_test_server_start(sz_test_server_t *server, const char *data_dir,
                                        const char *const *extra_args) {
     memset(server, 0, sizeof(*server));
     snprintf(server->data_dir, sizeof(server->data_dir), "%s", data_dir);
     snprintf(server->log_path, sizeof(server->log_path), "%s.log", data_dir);
-    const char *args[SZ_TEST_SERVER_ARGS_MAX + 12];
+    const char *args[SZ_TEST_SERVER_ARGS_MAX + 14];
     size_t count = 0;
     args[count++] = sz_test_server_binary();
     args[count++] = "start";
@@ -99,6 +99,9 @@ static inline int sz_test_server_start(sz_test_server_t *server, const char *dat
     args[count++] = "127.0.0.1:0";
     args[count++] = "--prefault";
     args[count++] = "no";
+    /* 1 GiB segments are preallocated: tests would fill the disk. */
+    args[count++] = "--segment-size";
+    args[count++] = "33554432";
     for (size_t index = 0; extra_args != NULL && extra_args[index] != NULL; index++) {
         if (index >= SZ_TEST_SERVER_ARGS_MAX) return -E2BIG;
         args[count++] = extra_args[index];
