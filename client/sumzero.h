@@ -1,6 +1,6 @@
 /* sumzero.h: the C client library of sumzero (libsumzero.so.0), the one header an
  * application includes. It talks to a sumzero server over TCP in the wire protocol of
- * docs/PROTOCOL.md; the ledger rules behind the results are in docs/SEMANTICS.md.
+ * docs/PROTOCOL.md; the ledger rules behind the results are in the project's SEMANTICS.md.
  *
  * Contract:
  *

@@ -23,7 +23,7 @@ static int command_version(int argc, char **argv) {
 }
 
 static const command_t commands[] = {
-    {"bench", sz_command_bench, "measure: `bench core` (state machine), `bench journal` (durable writes)"},
+    {"bench", sz_command_bench, "load generator against a server; `bench core` (state machine), `bench journal` (disk)"},
     {"client", sz_command_client, "talk to a server: one statement, or a prompt reading stdin"},
     {"format", sz_command_format, "format a data directory: superblock and first journal segment"},
     {"inspect", sz_command_inspect, "list and verify the journal's entries; --op N dumps one"},
