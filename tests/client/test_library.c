@@ -55,7 +55,8 @@ static sumzero_transfer_t transfer_make(sumzero_u128_t id, sumzero_u128_t amount
 typedef struct async_call {
     sumzero_packet_t packet;
     _Atomic bool done;
-    uint8_t results[8 * 128];
+    /* Results are records (u128 fields): aligned as the records are. */
+    alignas(16) uint8_t results[8 * 128];
 } async_call_t;
 
 static void async_done(void *context, sumzero_packet_t *packet) {
