@@ -1,0 +1,76 @@
+/* postgres_sink.h: the projector's Postgres sink. Creates the schema of docs/PROJECTION.md
+ * if absent, and writes the learner's rows in batches: one transaction per batch, every
+ * table through COPY (binary), and the projector's position updated in that same
+ * transaction, so what Postgres holds is always exactly the ops up to the stored position.
+ *
+ * Contract:
+ * - One thread uses a sink (libpq connections are not shared).
+ * - A batch collects the rows of ops op_first..op_last in order (sz_postgres_batch_add_op),
+ *   then the current rows of the accounts they changed (sz_postgres_batch_add_accounts,
+ *   read from the learner's ledger at op_last), then sz_postgres_commit() writes it.
+ * - sz_postgres_commit() first locks the position row and checks it: equal to op_first - 1,
+ *   it writes and commits; already equal to op_last (an earlier commit whose answer was lost
+ *   with the connection), it only reports success; anything else is -ESTALE (another
+ *   projector, or a database that is not this journal's): nothing is written.
+ *   Any other failure (Postgres down, a statement failing) rolls back and returns a negative
+ *   errno with the batch kept intact: calling commit again (after sz_postgres_connect())
+ *   retries the same transaction. -ENOTCONN means the connection is gone.
+ * - The Kafka position is a second row of the position table, written by the same
+ *   transactions (kafka_op of the batch; 0 leaves it as it is).
+ * - Sessions use synchronous_commit=off: a Postgres crash may lose the last transactions,
+ *   but rows and position together, so the projector resumes from the older position.
+ * - Errors: 0 or a negative errno; sz_postgres_error_message() says what failed in one line. */
+#ifndef SZ_POSTGRES_SINK_H
+#define SZ_POSTGRES_SINK_H
+
+#include "learner.h"
+
+typedef struct sz_postgres sz_postgres_t;
+
+typedef struct sz_postgres_positions {
+    uint64_t postgres_op; /* ops up to this one are in Postgres; 0: none */
+    uint64_t kafka_op;    /* ops up to this one were delivered to Kafka; 0: none */
+    sz_u128 cluster_id;   /* of the journal projected; 0 before the first commit */
+} sz_postgres_positions_t;
+
+typedef struct sz_postgres_batch_stats {
+    uint64_t op_first;
+    uint64_t op_last;
+    uint64_t transfer_count;
+    uint64_t line_count;
+    uint64_t rejected_count;
+    uint64_t expired_count;
+    uint64_t account_count;
+    uint64_t byte_count;
+} sz_postgres_batch_stats_t;
+
+/* Allocates the sink; does not connect. conninfo is libpq's (a URI or key=value). */
+SZ_MUST_USE int sz_postgres_open(const char *conninfo, sz_postgres_t **sink_out);
+void sz_postgres_close(sz_postgres_t *sink);
+
+/* (Re)connects, creates the schema if absent and prepares the session. */
+SZ_MUST_USE int sz_postgres_connect(sz_postgres_t *sink);
+bool sz_postgres_connected(const sz_postgres_t *sink);
+SZ_MUST_USE int sz_postgres_positions_read(sz_postgres_t *sink,
+                                           sz_postgres_positions_t *positions_out);
+
+/* Starts an empty batch after op (the position it expects in Postgres). */
+void sz_postgres_batch_begin(sz_postgres_t *sink, uint64_t op_after, sz_u128 cluster_id);
+SZ_MUST_USE int sz_postgres_batch_add_op(sz_postgres_t *sink, const sz_learner_op_t *op);
+SZ_MUST_USE int sz_postgres_batch_add_accounts(sz_postgres_t *sink, const sz_account_t *accounts,
+                                               uint32_t account_count);
+void sz_postgres_batch_kafka_op(sz_postgres_t *sink, uint64_t kafka_op);
+void sz_postgres_batch_stats(const sz_postgres_t *sink, sz_postgres_batch_stats_t *stats_out);
+/* True if the batch has nothing to write (no op and no Kafka position change). */
+bool sz_postgres_batch_empty(const sz_postgres_t *sink);
+SZ_MUST_USE int sz_postgres_commit(sz_postgres_t *sink);
+
+/* Runs one SQL statement that returns a single value and copies its text (tests, verify). */
+SZ_MUST_USE int sz_postgres_query_value(sz_postgres_t *sink, const char *sql, char *value_out,
+                                        size_t value_size);
+/* The underlying libpq connection (PGconn *) for --verify's queries; NULL if none. */
+void *sz_postgres_connection(sz_postgres_t *sink);
+
+const char *sz_postgres_error_message(const sz_postgres_t *sink);
+
+#endif

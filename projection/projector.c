@@ -1,0 +1,374 @@
+/* projector.c: the projector's loop (source -> learner -> Postgres and Kafka) and its
+ * check against a rebuilt ledger (projector.h).
+ *
+ * States of the loop:
+ *
+ *   connect --ok--> rebuild (ops <= stored position: apply only)
+ *      ^                |
+ *      |             writing (ops > position: apply, encode, produce to Kafka)
+ *      |                |  batch full / batch_ms / source idle / source ended
+ *      |             commit --ok--> writing (or done at the end of the source)
+ *      +--failed--------+  (backoff, reconnect, commit the same batch again)
+ *
+ * connect: projector_connect(); commit: projector_flush(); the rest: sz_projector_run(). */
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "learner.h"
+#include "postgres_sink.h"
+#include "projector.h"
+
+/* Dirty accounts are read from the ledger this many at a time. */
+#define PROJECTOR_ACCOUNT_CHUNK 4096u
+/* A source is asked for an entry with this timeout, so batches close on time. */
+#define PROJECTOR_NEXT_TIMEOUT_MS 50
+
+typedef struct projector {
+    const sz_projector_options_t *options;
+    sz_projector_stats_t *stats;
+    sz_learner_t *learner;
+    sz_postgres_t *sink;
+    sz_kafka_t *kafka;
+    sz_postgres_positions_t positions;
+    sz_u128 cluster_id;
+    bool cluster_known;
+    uint64_t batch_rows;
+    uint64_t batch_started_ns;
+    uint64_t kafka_stored_op;
+    sz_account_t accounts[PROJECTOR_ACCOUNT_CHUNK];
+    char *error;
+    size_t error_size;
+} projector_t;
+
+static uint64_t projector_clock_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+}
+
+static bool projector_stopping(const projector_t *projector) {
+    return projector->options->stop != NULL && *projector->options->stop != 0;
+}
+
+static void projector_log(const projector_t *projector, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+static void projector_log(const projector_t *projector, const char *format, ...) {
+    if (projector->options->log == NULL) return;
+    va_list arguments;
+    va_start(arguments, format);
+    vfprintf(projector->options->log, format, arguments);
+    va_end(arguments);
+    fputc('\n', projector->options->log);
+    fflush(projector->options->log);
+}
+
+/* Sleeps the backoff, in slices so a stop request is seen within 50 ms. */
+static void projector_backoff(projector_t *projector, uint32_t *backoff_ms) {
+    uint32_t slept_ms = 0;
+    while (slept_ms < *backoff_ms && !projector_stopping(projector)) {
+        struct timespec pause = {.tv_nsec = 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        slept_ms += 10;
+#ifdef SZ_HAVE_KAFKA
+        if (projector->kafka != NULL) (void)sz_kafka_poll(projector->kafka, 0);
+#endif
+    }
+    uint32_t retry_ms_max = projector->options->retry_ms_max != 0
+                                ? projector->options->retry_ms_max
+                                : SZ_PROJECTOR_RETRY_MS_DEFAULT;
+    *backoff_ms = *backoff_ms * 2 > retry_ms_max ? retry_ms_max : *backoff_ms * 2;
+}
+
+/* Connects (retrying) and reads the stored positions. 1: stopped before it worked. */
+static int projector_connect(projector_t *projector) {
+    uint32_t backoff_ms = 50;
+    for (;;) {
+        int result = sz_postgres_connect(projector->sink);
+        if (result == 0) result = sz_postgres_positions_read(projector->sink, &projector->positions);
+        if (result == 0) return 0;
+        if (result != -ENOTCONN && result != -EIO) {
+            snprintf(projector->error, projector->error_size, "%s",
+                     sz_postgres_error_message(projector->sink));
+            return result;
+        }
+        projector->stats->retry_count++;
+        projector_log(projector, "level=warn msg=postgres_unavailable retry_ms=%u error=\"%s\"",
+                      backoff_ms, sz_postgres_error_message(projector->sink));
+        if (projector_stopping(projector)) return 1;
+        projector_backoff(projector, &backoff_ms);
+    }
+}
+
+static int projector_batch_accounts(projector_t *projector) {
+    uint32_t count = sz_learner_dirty_count(projector->learner);
+    const sz_u128 *ids = sz_learner_dirty_ids(projector->learner);
+    const sz_ledger_t *ledger = sz_learner_ledger(projector->learner);
+    for (uint32_t offset = 0; offset < count; offset += PROJECTOR_ACCOUNT_CHUNK) {
+        uint32_t chunk = count - offset;
+        if (chunk > PROJECTOR_ACCOUNT_CHUNK) chunk = PROJECTOR_ACCOUNT_CHUNK;
+        uint32_t found = sz_ledger_lookup_accounts(ledger, ids + offset, chunk,
+                                                   projector->accounts);
+        /* Dirty ids are of accounts the ledger created or changed. */
+        SZ_ASSERT(found == chunk);
+        int result = sz_postgres_batch_add_accounts(projector->sink, projector->accounts, found);
+        if (result < 0) return result;
+    }
+    return 0;
+}
+
+/* Commits the batch, retrying with backoff. 1: stopped before it committed. */
+static int projector_flush(projector_t *projector) {
+    uint64_t kafka_op = 0;
+#ifdef SZ_HAVE_KAFKA
+    if (projector->kafka != NULL) {
+        uint64_t delivered = sz_kafka_delivered_op(projector->kafka);
+        if (delivered > projector->kafka_stored_op) kafka_op = delivered;
+    }
+#endif
+    sz_postgres_batch_kafka_op(projector->sink, kafka_op);
+    if (sz_postgres_batch_empty(projector->sink)) return 0;
+    int result = projector_batch_accounts(projector);
+    if (result < 0) {
+        snprintf(projector->error, projector->error_size, "%s",
+                 sz_postgres_error_message(projector->sink));
+        return result;
+    }
+    sz_postgres_batch_stats_t batch;
+    sz_postgres_batch_stats(projector->sink, &batch);
+    uint32_t backoff_ms = 50;
+    for (;;) {
+        result = sz_postgres_commit(projector->sink);
+        if (result == 0) break;
+        if (result != -ENOTCONN && result != -EIO) {
+            snprintf(projector->error, projector->error_size, "%s",
+                     sz_postgres_error_message(projector->sink));
+            return result;
+        }
+        projector->stats->retry_count++;
+        projector_log(projector, "level=warn msg=commit_failed op_first=%" PRIu64
+                      " op_last=%" PRIu64 " retry_ms=%u error=\"%s\"",
+                      batch.op_first, batch.op_last, backoff_ms,
+                      sz_postgres_error_message(projector->sink));
+        if (projector_stopping(projector)) return 1;
+        projector_backoff(projector, &backoff_ms);
+        if (!sz_postgres_connected(projector->sink)) {
+            result = sz_postgres_connect(projector->sink);
+            if (result < 0 && result != -ENOTCONN && result != -EIO) {
+                snprintf(projector->error, projector->error_size, "%s",
+                         sz_postgres_error_message(projector->sink));
+                return result;
+            }
+        }
+    }
+    if (kafka_op != 0) projector->kafka_stored_op = kafka_op;
+    projector->positions.postgres_op = batch.op_last;
+    projector->stats->op_position = batch.op_last;
+    projector->stats->op_written_count += batch.op_last - (batch.op_first - 1);
+    projector->stats->transfer_count += batch.transfer_count;
+    projector->stats->line_count += batch.line_count;
+    projector->stats->rejected_count += batch.rejected_count;
+    projector->stats->expired_count += batch.expired_count;
+    projector->stats->batch_count++;
+    sz_learner_dirty_clear(projector->learner);
+    sz_postgres_batch_begin(projector->sink, batch.op_last, projector->cluster_id);
+    projector->batch_rows = 0;
+    projector->batch_started_ns = projector_clock_ns();
+    return 0;
+}
+
+static int projector_cluster_check(projector_t *projector, const sz_journal_header_t *header) {
+    if (projector->cluster_known) return 0;
+    projector->cluster_id = header->cluster_id;
+    projector->cluster_known = true;
+    if (projector->positions.cluster_id != 0 && projector->positions.cluster_id != header->cluster_id) {
+        char stored[SZ_U128_DECIMAL_SIZE], source[SZ_U128_DECIMAL_SIZE];
+        snprintf(projector->error, projector->error_size,
+                 "postgres holds the projection of cluster %s, the source is cluster %s",
+                 sz_u128_format(projector->positions.cluster_id, stored),
+                 sz_u128_format(header->cluster_id, source));
+        return -ESTALE;
+    }
+    sz_postgres_batch_begin(projector->sink, projector->positions.postgres_op, header->cluster_id);
+    return 0;
+}
+
+/* Applies one entry and hands its rows to the sinks that still need them. */
+static int projector_entry(projector_t *projector, const sz_journal_header_t *header,
+                           const void *body) {
+    int result = projector_cluster_check(projector, header);
+    if (result < 0) return result;
+    bool postgres_wants = header->op > projector->positions.postgres_op;
+    bool kafka_wants = projector->kafka != NULL && header->op > projector->positions.kafka_op;
+    if (postgres_wants && projector->stats->write_ns == 0) {
+        projector->stats->write_ns = projector_clock_ns();
+        projector->stats->rebuild_ns = projector->stats->write_ns - projector->stats->rebuild_ns;
+        projector->batch_started_ns = projector->stats->write_ns;
+    }
+    sz_learner_op_t op;
+    sz_journal_problem_t problem;
+    for (;;) {
+        result = sz_learner_apply(projector->learner, header, body, postgres_wants || kafka_wants,
+                                  &op, &problem);
+        if (result != -ENOBUFS) break;
+        result = projector_flush(projector); /* the dirty set is full: write it out */
+        if (result != 0) return result < 0 ? result : -EINTR;
+    }
+    if (result < 0) {
+        snprintf(projector->error, projector->error_size, "%s", problem.reason);
+        return result;
+    }
+    projector->stats->op_last = header->op;
+    /* Ops at or below the position are in Postgres with the accounts as they were then. */
+    if (!postgres_wants) sz_learner_dirty_clear(projector->learner);
+#ifdef SZ_HAVE_KAFKA
+    if (kafka_wants) {
+        result = sz_kafka_produce_op(projector->kafka, header, body, op.results, op.result_count);
+        if (result < 0) {
+            snprintf(projector->error, projector->error_size, "%s",
+                     sz_kafka_error_message(projector->kafka));
+            return result;
+        }
+    }
+#endif
+    if (!postgres_wants) return 0;
+    result = sz_postgres_batch_add_op(projector->sink, &op);
+    if (result < 0) {
+        snprintf(projector->error, projector->error_size, "%s",
+                 sz_postgres_error_message(projector->sink));
+        return result;
+    }
+    projector->batch_rows += op.transfer_count + op.line_count + op.result_count + op.expired_count;
+    return 0;
+}
+
+static bool projector_batch_due(const projector_t *projector, bool idle) {
+    const sz_projector_options_t *options = projector->options;
+    uint32_t rows_max = options->batch_rows_max != 0 ? options->batch_rows_max
+                                                     : SZ_PROJECTOR_BATCH_ROWS_DEFAULT;
+    uint32_t ms_max = options->batch_ms_max != 0 ? options->batch_ms_max
+                                                 : SZ_PROJECTOR_BATCH_MS_DEFAULT;
+    if (projector->batch_rows >= rows_max) return true;
+    if (idle) return true;
+    return projector_clock_ns() - projector->batch_started_ns >= (uint64_t)ms_max * 1000000u;
+}
+
+static int projector_open(projector_t *projector) {
+    const sz_projector_options_t *options = projector->options;
+    int result = sz_learner_init(&options->ledger, &projector->learner);
+    if (result < 0) {
+        snprintf(projector->error, projector->error_size,
+                 "cannot reserve the projector's ledger: %s", strerror(-result));
+        return result;
+    }
+    result = sz_postgres_open(options->conninfo, &projector->sink);
+    if (result < 0) {
+        snprintf(projector->error, projector->error_size, "out of memory");
+        return result;
+    }
+    result = projector_connect(projector);
+    if (result != 0) return result;
+    projector->kafka_stored_op = projector->positions.kafka_op;
+    projector->stats->op_resumed = projector->positions.postgres_op;
+    projector->stats->op_position = projector->positions.postgres_op;
+    projector_log(projector, "level=info msg=resuming postgres_op=%" PRIu64 " kafka_op=%" PRIu64,
+                  projector->positions.postgres_op, projector->positions.kafka_op);
+    if (options->kafka != NULL) {
+#ifdef SZ_HAVE_KAFKA
+        result = sz_kafka_open(options->kafka, &projector->kafka, projector->error,
+                               projector->error_size);
+        if (result < 0) return result;
+#else
+        snprintf(projector->error, projector->error_size,
+                 "this sumzero was built without the Kafka sink");
+        return -ENOTSUP;
+#endif
+    }
+    return 0;
+}
+
+static void projector_close(projector_t *projector) {
+#ifdef SZ_HAVE_KAFKA
+    sz_kafka_close(projector->kafka, 5000);
+#endif
+    sz_postgres_close(projector->sink);
+    sz_learner_deinit(projector->learner);
+}
+
+static int projector_loop(projector_t *projector) {
+    const sz_projector_options_t *options = projector->options;
+    for (;;) {
+        if (projector_stopping(projector)) return projector_flush(projector) < 0 ? -EIO : 0;
+        const sz_journal_header_t *header = NULL;
+        const void *body = NULL;
+        int result = sz_source_next(options->source, &header, &body, PROJECTOR_NEXT_TIMEOUT_MS);
+        bool idle = false;
+        if (result == 1) {
+            result = projector_entry(projector, header, body);
+            if (result < 0) return result;
+        } else if (result == 0 || (result == -ENODATA && options->follow)) {
+            idle = true;
+            if (result == -ENODATA) {
+                struct timespec pause = {.tv_nsec = PROJECTOR_NEXT_TIMEOUT_MS * 1000000};
+                nanosleep(&pause, NULL);
+            }
+        } else if (result == -ENODATA) {
+            result = projector_flush(projector);
+            return result == 1 ? 0 : result;
+        } else {
+            snprintf(projector->error, projector->error_size, "%s",
+                     options->source->error_message);
+            return result;
+        }
+#ifdef SZ_HAVE_KAFKA
+        if (projector->kafka != NULL) (void)sz_kafka_poll(projector->kafka, 0);
+#endif
+        bool pending = !sz_postgres_batch_empty(projector->sink) ||
+                       (projector->kafka != NULL &&
+#ifdef SZ_HAVE_KAFKA
+                        sz_kafka_delivered_op(projector->kafka) > projector->kafka_stored_op
+#else
+                        false
+#endif
+                       );
+        if (pending && projector_batch_due(projector, idle)) {
+            result = projector_flush(projector);
+            if (result == 1) return 0;
+            if (result < 0) return result;
+        }
+    }
+}
+
+int sz_projector_run(const sz_projector_options_t *options, sz_projector_stats_t *stats_out,
+                     char *error_out, size_t error_size) {
+    SZ_ASSERT(options != NULL && options->source != NULL && options->conninfo != NULL);
+    SZ_ASSERT(stats_out != NULL && error_out != NULL);
+    memset(stats_out, 0, sizeof(*stats_out));
+    error_out[0] = 0;
+    projector_t *projector = calloc(1, sizeof(*projector));
+    if (projector == NULL) {
+        snprintf(error_out, error_size, "out of memory");
+        return -ENOMEM;
+    }
+    projector->options = options;
+    projector->stats = stats_out;
+    projector->error = error_out;
+    projector->error_size = error_size;
+    stats_out->rebuild_ns = projector_clock_ns();
+    int result = projector_open(projector);
+    if (result == 0) result = projector_loop(projector);
+    if (result == 1) result = 0;
+    uint64_t now_ns = projector_clock_ns();
+    if (stats_out->write_ns != 0) {
+        stats_out->write_ns = now_ns - stats_out->write_ns;
+    } else {
+        stats_out->rebuild_ns = now_ns - stats_out->rebuild_ns;
+    }
+    projector_close(projector);
+    free(projector);
+    return result;
+}
