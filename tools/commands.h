@@ -14,6 +14,7 @@ int sz_command_bench_server(int argc, char **argv);
 int sz_command_client(int argc, char **argv);
 int sz_command_format(int argc, char **argv);
 int sz_command_inspect(int argc, char **argv);
+int sz_command_project(int argc, char **argv);
 int sz_command_replay(int argc, char **argv);
 int sz_command_start(int argc, char **argv);
 

@@ -27,6 +27,7 @@ static const command_t commands[] = {
     {"client", sz_command_client, "talk to a server: one statement, or a prompt reading stdin"},
     {"format", sz_command_format, "format a data directory: superblock and first journal segment"},
     {"inspect", sz_command_inspect, "list and verify the journal's entries; --op N dumps one"},
+    {"project", sz_command_project, "project committed ops into Postgres (and Kafka); --verify checks it"},
     {"replay", sz_command_replay, "rebuild the state from the journal; print the digest"},
     {"start", sz_command_start, "run the server (formats ./data if new); SIGTERM drains and stops"},
     {"version", command_version, "print the version"},

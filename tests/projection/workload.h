@@ -191,7 +191,9 @@ static inline int sz_workload_build(sz_workload_t *workload, uint64_t seed,
         if (result < 0) return result;
     }
     for (uint32_t batch = 0; batch < batch_count; batch++) {
-        uint32_t count = 1 + (uint32_t)sz_workload_below(workload, batch_events_max);
+        /* Simple workloads (benchmarks) use full batches. */
+        uint32_t count = simple ? batch_events_max
+                                : 1 + (uint32_t)sz_workload_below(workload, batch_events_max);
         sz_transfer_t *transfers = calloc(count, sizeof(sz_transfer_t));
         if (transfers == NULL) return -ENOMEM;
         for (uint32_t index = 0; index < count; index++) {
