@@ -4,7 +4,8 @@
  * transaction, so what Postgres holds is always exactly the ops up to the stored position.
  *
  * Contract:
- * - One thread uses a sink (libpq connections are not shared).
+ * - One thread uses a sink (libpq connections are not shared); batches are separate
+ *   objects, so the projector encodes the next batch while a writer thread commits one.
  * - A batch collects the rows of ops op_first..op_last in order (sz_postgres_batch_add_op),
  *   then the current rows of the accounts they changed (sz_postgres_batch_add_accounts,
  *   read from the learner's ledger at op_last), then sz_postgres_commit() writes it.
@@ -26,6 +27,7 @@
 #include "learner.h"
 
 typedef struct sz_postgres sz_postgres_t;
+typedef struct sz_postgres_batch sz_postgres_batch_t;
 
 typedef struct sz_postgres_positions {
     uint64_t postgres_op; /* ops up to this one are in Postgres; 0: none */
@@ -54,16 +56,25 @@ bool sz_postgres_connected(const sz_postgres_t *sink);
 SZ_MUST_USE int sz_postgres_positions_read(sz_postgres_t *sink,
                                            sz_postgres_positions_t *positions_out);
 
-/* Starts an empty batch after op (the position it expects in Postgres). */
-void sz_postgres_batch_begin(sz_postgres_t *sink, uint64_t op_after, sz_u128 cluster_id);
-SZ_MUST_USE int sz_postgres_batch_add_op(sz_postgres_t *sink, const sz_learner_op_t *op);
-SZ_MUST_USE int sz_postgres_batch_add_accounts(sz_postgres_t *sink, const sz_account_t *accounts,
+/* A batch is plain memory (no connection): one thread may encode one batch while another
+ * commits a different one. */
+SZ_MUST_USE int sz_postgres_batch_init(sz_postgres_batch_t **batch_out);
+void sz_postgres_batch_free(sz_postgres_batch_t *batch);
+/* Empties the batch; it will follow op_after (the position it expects in Postgres). */
+void sz_postgres_batch_begin(sz_postgres_batch_t *batch, uint64_t op_after, sz_u128 cluster_id);
+SZ_MUST_USE int sz_postgres_batch_add_op(sz_postgres_batch_t *batch, const sz_learner_op_t *op);
+SZ_MUST_USE int sz_postgres_batch_add_accounts(sz_postgres_batch_t *batch,
+                                               const sz_account_t *accounts,
                                                uint32_t account_count);
-void sz_postgres_batch_kafka_op(sz_postgres_t *sink, uint64_t kafka_op);
-void sz_postgres_batch_stats(const sz_postgres_t *sink, sz_postgres_batch_stats_t *stats_out);
+void sz_postgres_batch_kafka_op(sz_postgres_batch_t *batch, uint64_t kafka_op);
+void sz_postgres_batch_stats(const sz_postgres_batch_t *batch,
+                             sz_postgres_batch_stats_t *stats_out);
 /* True if the batch has nothing to write (no op and no Kafka position change). */
-bool sz_postgres_batch_empty(const sz_postgres_t *sink);
-SZ_MUST_USE int sz_postgres_commit(sz_postgres_t *sink);
+bool sz_postgres_batch_empty(const sz_postgres_batch_t *batch);
+/* What made add_op / add_accounts fail (out of memory, a timestamp beyond bigint). */
+const char *sz_postgres_batch_error_message(const sz_postgres_batch_t *batch);
+
+SZ_MUST_USE int sz_postgres_commit(sz_postgres_t *sink, const sz_postgres_batch_t *batch);
 
 /* Runs one SQL statement that returns a single value and copies its text (tests, verify). */
 SZ_MUST_USE int sz_postgres_query_value(sz_postgres_t *sink, const char *sql, char *value_out,

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,21 @@ typedef struct projector {
     bool cluster_known;
     uint64_t batch_rows;
     uint64_t batch_started_ns;
-    uint64_t kafka_stored_op;
+    uint64_t kafka_stored_op; /* committed to Postgres */
+    uint64_t kafka_handed_op; /* in a batch handed to the writer */
+    /* Two batches: the learner encodes one while the writer thread commits the other. */
+    sz_postgres_batch_t *batches[2];
+    uint64_t batch_kafka_op[2];
+    uint32_t current;
+    pthread_t writer;
+    bool writer_started;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    const sz_postgres_batch_t *handed; /* the batch the writer is committing; NULL: idle */
+    bool committing;                   /* handed a batch not yet accounted for */
+    bool writer_quit;
+    int writer_result;
+    char writer_error[512];
     sz_account_t accounts[PROJECTOR_ACCOUNT_CHUNK];
     char *error;
     size_t error_size;
@@ -52,6 +67,7 @@ static uint64_t projector_clock_ns(void) {
 }
 
 static bool projector_stopping(const projector_t *projector) {
+    if (__atomic_load_n(&projector->writer_quit, __ATOMIC_ACQUIRE)) return true;
     return projector->options->stop != NULL && *projector->options->stop != 0;
 }
 
@@ -67,21 +83,22 @@ static void projector_log(const projector_t *projector, const char *format, ...)
     fflush(projector->options->log);
 }
 
-/* Sleeps the backoff, in slices so a stop request is seen within 50 ms. */
+/* Sleeps the backoff, in slices so a stop request is seen within 10 ms. */
 static void projector_backoff(projector_t *projector, uint32_t *backoff_ms) {
     uint32_t slept_ms = 0;
     while (slept_ms < *backoff_ms && !projector_stopping(projector)) {
         struct timespec pause = {.tv_nsec = 10 * 1000 * 1000};
         nanosleep(&pause, NULL);
         slept_ms += 10;
-#ifdef SZ_HAVE_KAFKA
-        if (projector->kafka != NULL) (void)sz_kafka_poll(projector->kafka, 0);
-#endif
     }
     uint32_t retry_ms_max = projector->options->retry_ms_max != 0
                                 ? projector->options->retry_ms_max
                                 : SZ_PROJECTOR_RETRY_MS_DEFAULT;
     *backoff_ms = *backoff_ms * 2 > retry_ms_max ? retry_ms_max : *backoff_ms * 2;
+}
+
+static void projector_retried(projector_t *projector) {
+    __atomic_fetch_add(&projector->stats->retry_count, 1, __ATOMIC_RELEASE);
 }
 
 /* Connects (retrying) and reads the stored positions. 1: stopped before it worked. */
@@ -96,7 +113,7 @@ static int projector_connect(projector_t *projector) {
                      sz_postgres_error_message(projector->sink));
             return result;
         }
-        projector->stats->retry_count++;
+        projector_retried(projector);
         projector_log(projector, "level=warn msg=postgres_unavailable retry_ms=%u error=\"%s\"",
                       backoff_ms, sz_postgres_error_message(projector->sink));
         if (projector_stopping(projector)) return 1;
@@ -104,7 +121,91 @@ static int projector_connect(projector_t *projector) {
     }
 }
 
-static int projector_batch_accounts(projector_t *projector) {
+/* The writer thread's work: commits one batch, retrying with backoff. 1: stopped first. */
+static int projector_commit(projector_t *projector, const sz_postgres_batch_t *batch) {
+    sz_postgres_batch_stats_t stats;
+    sz_postgres_batch_stats(batch, &stats);
+    uint32_t backoff_ms = 50;
+    for (;;) {
+        int result = sz_postgres_commit(projector->sink, batch);
+        if (result == 0) return 0;
+        if (result != -ENOTCONN && result != -EIO) {
+            snprintf(projector->writer_error, sizeof(projector->writer_error), "%s",
+                     sz_postgres_error_message(projector->sink));
+            return result;
+        }
+        projector_retried(projector);
+        projector_log(projector, "level=warn msg=commit_failed op_first=%" PRIu64
+                      " op_last=%" PRIu64 " retry_ms=%u error=\"%s\"",
+                      stats.op_first, stats.op_last, backoff_ms,
+                      sz_postgres_error_message(projector->sink));
+        if (projector_stopping(projector)) return 1;
+        projector_backoff(projector, &backoff_ms);
+        if (sz_postgres_connected(projector->sink)) continue;
+        result = sz_postgres_connect(projector->sink);
+        if (result < 0 && result != -ENOTCONN && result != -EIO) {
+            snprintf(projector->writer_error, sizeof(projector->writer_error), "%s",
+                     sz_postgres_error_message(projector->sink));
+            return result;
+        }
+        if (result < 0) {
+            projector_log(projector, "level=warn msg=postgres_unavailable error=\"%s\"",
+                          sz_postgres_error_message(projector->sink));
+        }
+    }
+}
+
+/* The writer thread: commits each batch handed to it (Postgres works on one core while
+ * the learner encodes the next batch on the other). */
+static void *projector_writer(void *raw) {
+    projector_t *projector = raw;
+    pthread_mutex_lock(&projector->mutex);
+    for (;;) {
+        while (projector->handed == NULL && !projector->writer_quit) {
+            pthread_cond_wait(&projector->cond, &projector->mutex);
+        }
+        if (projector->handed == NULL) break;
+        const sz_postgres_batch_t *batch = projector->handed;
+        pthread_mutex_unlock(&projector->mutex);
+        int result = projector_commit(projector, batch);
+        pthread_mutex_lock(&projector->mutex);
+        projector->writer_result = result;
+        projector->handed = NULL;
+        pthread_cond_broadcast(&projector->cond);
+    }
+    pthread_mutex_unlock(&projector->mutex);
+    return NULL;
+}
+
+/* Waits until the writer has finished the batch it was given, and accounts for it.
+ * Returns its result: 0, 1 (stopped) or a negative errno. */
+static int projector_writer_wait(projector_t *projector) {
+    pthread_mutex_lock(&projector->mutex);
+    while (projector->handed != NULL) pthread_cond_wait(&projector->cond, &projector->mutex);
+    int result = projector->writer_result;
+    projector->writer_result = 0;
+    pthread_mutex_unlock(&projector->mutex);
+    if (!projector->committing) return result;
+    projector->committing = false;
+    if (result != 0) {
+        if (result < 0) snprintf(projector->error, projector->error_size, "%s", projector->writer_error);
+        return result;
+    }
+    sz_postgres_batch_stats_t batch;
+    sz_postgres_batch_stats(projector->batches[projector->current ^ 1], &batch);
+    uint64_t kafka_op = projector->batch_kafka_op[projector->current ^ 1];
+    if (kafka_op != 0) projector->kafka_stored_op = kafka_op;
+    projector->stats->op_position = batch.op_last;
+    projector->stats->op_written_count += batch.op_last - (batch.op_first - 1);
+    projector->stats->transfer_count += batch.transfer_count;
+    projector->stats->line_count += batch.line_count;
+    projector->stats->rejected_count += batch.rejected_count;
+    projector->stats->expired_count += batch.expired_count;
+    projector->stats->batch_count++;
+    return 0;
+}
+
+static int projector_batch_accounts(projector_t *projector, sz_postgres_batch_t *batch) {
     uint32_t count = sz_learner_dirty_count(projector->learner);
     const sz_u128 *ids = sz_learner_dirty_ids(projector->learner);
     const sz_ledger_t *ledger = sz_learner_ledger(projector->learner);
@@ -115,70 +216,51 @@ static int projector_batch_accounts(projector_t *projector) {
                                                    projector->accounts);
         /* Dirty ids are of accounts the ledger created or changed. */
         SZ_ASSERT(found == chunk);
-        int result = sz_postgres_batch_add_accounts(projector->sink, projector->accounts, found);
-        if (result < 0) return result;
+        int result = sz_postgres_batch_add_accounts(batch, projector->accounts, found);
+        if (result < 0) {
+            snprintf(projector->error, projector->error_size, "%s",
+                     sz_postgres_batch_error_message(batch));
+            return result;
+        }
     }
     return 0;
 }
 
-/* Commits the batch, retrying with backoff. 1: stopped before it committed. */
-static int projector_flush(projector_t *projector) {
+/* Closes the current batch (adding the accounts it changed, as the ledger has them now),
+ * waits for the writer to finish the previous one, and hands it this one. With wait, also
+ * waits for this one. Returns 0, 1 (stopped) or a negative errno. */
+static int projector_flush(projector_t *projector, bool wait) {
+    sz_postgres_batch_t *batch = projector->batches[projector->current];
     uint64_t kafka_op = 0;
 #ifdef SZ_HAVE_KAFKA
     if (projector->kafka != NULL) {
         uint64_t delivered = sz_kafka_delivered_op(projector->kafka);
-        if (delivered > projector->kafka_stored_op) kafka_op = delivered;
+        if (delivered > projector->kafka_handed_op) kafka_op = delivered;
     }
 #endif
-    sz_postgres_batch_kafka_op(projector->sink, kafka_op);
-    if (sz_postgres_batch_empty(projector->sink)) return 0;
-    int result = projector_batch_accounts(projector);
-    if (result < 0) {
-        snprintf(projector->error, projector->error_size, "%s",
-                 sz_postgres_error_message(projector->sink));
-        return result;
+    sz_postgres_batch_kafka_op(batch, kafka_op);
+    if (!sz_postgres_batch_empty(batch)) {
+        int result = projector_batch_accounts(projector, batch);
+        if (result < 0) return result;
+        result = projector_writer_wait(projector);
+        if (result != 0) return result;
+        if (kafka_op != 0) projector->kafka_handed_op = kafka_op;
+        projector->batch_kafka_op[projector->current] = kafka_op;
+        sz_postgres_batch_stats_t stats;
+        sz_postgres_batch_stats(batch, &stats);
+        pthread_mutex_lock(&projector->mutex);
+        projector->handed = batch;
+        projector->committing = true;
+        pthread_cond_broadcast(&projector->cond);
+        pthread_mutex_unlock(&projector->mutex);
+        projector->current ^= 1;
+        sz_postgres_batch_begin(projector->batches[projector->current], stats.op_last,
+                                projector->cluster_id);
+        sz_learner_dirty_clear(projector->learner);
+        projector->batch_rows = 0;
     }
-    sz_postgres_batch_stats_t batch;
-    sz_postgres_batch_stats(projector->sink, &batch);
-    uint32_t backoff_ms = 50;
-    for (;;) {
-        result = sz_postgres_commit(projector->sink);
-        if (result == 0) break;
-        if (result != -ENOTCONN && result != -EIO) {
-            snprintf(projector->error, projector->error_size, "%s",
-                     sz_postgres_error_message(projector->sink));
-            return result;
-        }
-        projector->stats->retry_count++;
-        projector_log(projector, "level=warn msg=commit_failed op_first=%" PRIu64
-                      " op_last=%" PRIu64 " retry_ms=%u error=\"%s\"",
-                      batch.op_first, batch.op_last, backoff_ms,
-                      sz_postgres_error_message(projector->sink));
-        if (projector_stopping(projector)) return 1;
-        projector_backoff(projector, &backoff_ms);
-        if (!sz_postgres_connected(projector->sink)) {
-            result = sz_postgres_connect(projector->sink);
-            if (result < 0 && result != -ENOTCONN && result != -EIO) {
-                snprintf(projector->error, projector->error_size, "%s",
-                         sz_postgres_error_message(projector->sink));
-                return result;
-            }
-        }
-    }
-    if (kafka_op != 0) projector->kafka_stored_op = kafka_op;
-    projector->positions.postgres_op = batch.op_last;
-    projector->stats->op_position = batch.op_last;
-    projector->stats->op_written_count += batch.op_last - (batch.op_first - 1);
-    projector->stats->transfer_count += batch.transfer_count;
-    projector->stats->line_count += batch.line_count;
-    projector->stats->rejected_count += batch.rejected_count;
-    projector->stats->expired_count += batch.expired_count;
-    projector->stats->batch_count++;
-    sz_learner_dirty_clear(projector->learner);
-    sz_postgres_batch_begin(projector->sink, batch.op_last, projector->cluster_id);
-    projector->batch_rows = 0;
     projector->batch_started_ns = projector_clock_ns();
-    return 0;
+    return wait ? projector_writer_wait(projector) : 0;
 }
 
 static int projector_cluster_check(projector_t *projector, const sz_journal_header_t *header) {
@@ -193,7 +275,8 @@ static int projector_cluster_check(projector_t *projector, const sz_journal_head
                  sz_u128_format(header->cluster_id, source));
         return -ESTALE;
     }
-    sz_postgres_batch_begin(projector->sink, projector->positions.postgres_op, header->cluster_id);
+    sz_postgres_batch_begin(projector->batches[projector->current],
+                            projector->positions.postgres_op, header->cluster_id);
     return 0;
 }
 
@@ -215,7 +298,7 @@ static int projector_entry(projector_t *projector, const sz_journal_header_t *he
         result = sz_learner_apply(projector->learner, header, body, postgres_wants || kafka_wants,
                                   &op, &problem);
         if (result != -ENOBUFS) break;
-        result = projector_flush(projector); /* the dirty set is full: write it out */
+        result = projector_flush(projector, false); /* the dirty set is full: write it out */
         if (result != 0) return result < 0 ? result : -EINTR;
     }
     if (result < 0) {
@@ -236,10 +319,11 @@ static int projector_entry(projector_t *projector, const sz_journal_header_t *he
     }
 #endif
     if (!postgres_wants) return 0;
-    result = sz_postgres_batch_add_op(projector->sink, &op);
+    sz_postgres_batch_t *batch = projector->batches[projector->current];
+    result = sz_postgres_batch_add_op(batch, &op);
     if (result < 0) {
         snprintf(projector->error, projector->error_size, "%s",
-                 sz_postgres_error_message(projector->sink));
+                 sz_postgres_batch_error_message(batch));
         return result;
     }
     projector->batch_rows += op.transfer_count + op.line_count + op.result_count + op.expired_count;
@@ -270,9 +354,25 @@ static int projector_open(projector_t *projector) {
         snprintf(projector->error, projector->error_size, "out of memory");
         return result;
     }
+    for (uint32_t index = 0; index < 2; index++) {
+        result = sz_postgres_batch_init(&projector->batches[index]);
+        if (result < 0) {
+            snprintf(projector->error, projector->error_size, "out of memory");
+            return result;
+        }
+    }
     result = projector_connect(projector);
     if (result != 0) return result;
+    pthread_mutex_init(&projector->mutex, NULL);
+    pthread_cond_init(&projector->cond, NULL);
+    result = -pthread_create(&projector->writer, NULL, projector_writer, projector);
+    if (result < 0) {
+        snprintf(projector->error, projector->error_size, "cannot start the writer thread");
+        return result;
+    }
+    projector->writer_started = true;
     projector->kafka_stored_op = projector->positions.kafka_op;
+    projector->kafka_handed_op = projector->positions.kafka_op;
     projector->stats->op_resumed = projector->positions.postgres_op;
     projector->stats->op_position = projector->positions.postgres_op;
     projector_log(projector, "level=info msg=resuming postgres_op=%" PRIu64 " kafka_op=%" PRIu64,
@@ -292,6 +392,16 @@ static int projector_open(projector_t *projector) {
 }
 
 static void projector_close(projector_t *projector) {
+    if (projector->writer_started) {
+        pthread_mutex_lock(&projector->mutex);
+        __atomic_store_n(&projector->writer_quit, true, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&projector->cond);
+        pthread_mutex_unlock(&projector->mutex);
+        pthread_join(projector->writer, NULL);
+        pthread_mutex_destroy(&projector->mutex);
+        pthread_cond_destroy(&projector->cond);
+    }
+    for (uint32_t index = 0; index < 2; index++) sz_postgres_batch_free(projector->batches[index]);
 #ifdef SZ_HAVE_KAFKA
     sz_kafka_close(projector->kafka, 5000);
 #endif
@@ -302,7 +412,10 @@ static void projector_close(projector_t *projector) {
 static int projector_loop(projector_t *projector) {
     const sz_projector_options_t *options = projector->options;
     for (;;) {
-        if (projector_stopping(projector)) return projector_flush(projector) < 0 ? -EIO : 0;
+        if (projector_stopping(projector)) {
+            int stopped = projector_flush(projector, true);
+            return stopped == 1 ? 0 : stopped;
+        }
         const sz_journal_header_t *header = NULL;
         const void *body = NULL;
         int result = sz_source_next(options->source, &header, &body, PROJECTOR_NEXT_TIMEOUT_MS);
@@ -317,7 +430,7 @@ static int projector_loop(projector_t *projector) {
                 nanosleep(&pause, NULL);
             }
         } else if (result == -ENODATA) {
-            result = projector_flush(projector);
+            result = projector_flush(projector, true);
             return result == 1 ? 0 : result;
         } else {
             snprintf(projector->error, projector->error_size, "%s",
@@ -327,16 +440,16 @@ static int projector_loop(projector_t *projector) {
 #ifdef SZ_HAVE_KAFKA
         if (projector->kafka != NULL) (void)sz_kafka_poll(projector->kafka, 0);
 #endif
-        bool pending = !sz_postgres_batch_empty(projector->sink) ||
+        bool pending = !sz_postgres_batch_empty(projector->batches[projector->current]) ||
                        (projector->kafka != NULL &&
 #ifdef SZ_HAVE_KAFKA
-                        sz_kafka_delivered_op(projector->kafka) > projector->kafka_stored_op
+                        sz_kafka_delivered_op(projector->kafka) > projector->kafka_handed_op
 #else
                         false
 #endif
                        );
         if (pending && projector_batch_due(projector, idle)) {
-            result = projector_flush(projector);
+            result = projector_flush(projector, false);
             if (result == 1) return 0;
             if (result < 0) return result;
         }
