@@ -79,18 +79,18 @@ SZ_MUST_USE int sz_kafka_produce_op(sz_kafka_t *kafka, const sz_journal_header_t
 /* sz_kafka_produce_op() with the transfers as the projector's ledger stored them, so
  * that the event carries what was applied: a balancing transfer's clamped amount, and
  * what a post or void inherits from its pending transfer (accounts, ledger, code, user
- * data; sz_ledger_lookup_transfers() after the op gives them). stored has
- * header->event_count entries in event order; only the entries of ok events are read
- * (each must have the request's id, else -EINVAL), the others may hold anything. stored
- * may be NULL: then the journaled request is sent, as sz_kafka_produce_op() does.
- * (Additive to the first contract.) */
+ * data). stored holds one transfer per ok event, in event order (the learner's
+ * sz_learner_op_t.transfers): stored_count must be event_count - result_count and each
+ * must have its event's id, else -EINVAL. For a create_accounts or expire op stored is
+ * ignored. (Additive to the first contract.) */
 SZ_MUST_USE int sz_kafka_produce_op_stored(sz_kafka_t *kafka, const sz_journal_header_t *header,
                                            const void *body, const sz_transfer_t *stored,
+                                           uint32_t stored_count,
                                            const sz_create_result_t *results,
                                            uint32_t result_count);
 /* The events of an expire_pending op: one "expired" event per pending transfer it
- * released, as stored (sz_ledger_expire_pending() gives the ids, in the order that
- * defines each event's index; sz_ledger_lookup_transfers() the transfers). Counts as
+ * released, as stored, in the order sz_ledger_expire_pending() gave their ids (that
+ * order defines each event's index; the learner's sz_learner_op_t.expired). Counts as
  * that op for delivery: call it instead of sz_kafka_produce_op() for the op (which
  * sends nothing for expire ops). expired_count may be 0. (Additive.) */
 SZ_MUST_USE int sz_kafka_produce_expired(sz_kafka_t *kafka, const sz_journal_header_t *header,

@@ -89,7 +89,9 @@ static void cluster_set_all_brokers(cluster_t *cluster, bool up) {
 typedef struct test_op {
     sz_journal_header_t header;
     sz_transfer_t events[EVENTS_PER_OP_MAX];
-    sz_transfer_t stored[EVENTS_PER_OP_MAX];
+    sz_transfer_t stored[EVENTS_PER_OP_MAX]; /* by event index, for what is expected */
+    sz_transfer_t stored_ok[EVENTS_PER_OP_MAX]; /* one per ok event: what the sink gets */
+    uint32_t stored_ok_count;
     bool use_stored;
     sz_create_result_t results[EVENTS_PER_OP_MAX];
     uint32_t result_count;
@@ -167,9 +169,9 @@ static void test_op_make(uint64_t seed, uint64_t op, test_op_t *test_op) {
             test_op->results[test_op->result_count].result =
                 1 + (uint32_t)(splitmix(&state) % (SZ_CREATE_TRANSFER_RESULT_COUNT - 1));
             test_op->result_count++;
-            /* Not read for a rejected event: garbage must not matter. */
-            test_op->stored[index].id = 0;
+            continue;
         }
+        test_op->stored_ok[test_op->stored_ok_count++] = test_op->stored[index];
     }
 }
 
@@ -178,8 +180,12 @@ static int test_op_produce(sz_kafka_t *kafka, const test_op_t *test_op) {
         return sz_kafka_produce_expired(kafka, &test_op->header, test_op->expired,
                                         test_op->expired_count);
     }
+    if (!test_op->use_stored) {
+        return sz_kafka_produce_op(kafka, &test_op->header, test_op->events, test_op->results,
+                                   test_op->result_count);
+    }
     return sz_kafka_produce_op_stored(kafka, &test_op->header, test_op->events,
-                                      test_op->use_stored ? test_op->stored : NULL,
+                                      test_op->stored_ok, test_op->stored_ok_count,
                                       test_op->results, test_op->result_count);
 }
 
@@ -768,6 +774,12 @@ Test(kafka, a_permanent_delivery_failure_is_an_error_and_the_position_stays_befo
     cluster_stop(&cluster);
 }
 
+static void stats_check_nothing_produced(const sz_kafka_t *kafka) {
+    sz_kafka_stats_t stats;
+    sz_kafka_stats(kafka, &stats);
+    cr_assert_eq(stats.event_count_produced, 0);
+}
+
 Test(kafka, bad_input_is_an_error_not_an_assertion) {
     cluster_t cluster;
     cluster_start(&cluster);
@@ -795,6 +807,22 @@ Test(kafka, bad_input_is_an_error_not_an_assertion) {
     cr_assert_eq(sz_kafka_produce_op(kafka, &header, events, NULL, 0), -EINVAL,
                  "the same op twice");
     cr_assert_not_null(strstr(sz_kafka_error_message(kafka), "in order"));
+    sz_kafka_close(kafka, 0);
+
+    kafka = sink_open(&cluster, true, SZ_KAFKA_KEY_TRANSFER_ID, NULL);
+    events[0].id = 10;
+    events[1].id = 11;
+    sz_transfer_t stored[2] = {events[0], events[1]};
+    stored[1].id = 12;
+    header.op = 6;
+    cr_assert_eq(sz_kafka_produce_op_stored(kafka, &header, events, stored, 1, NULL, 0),
+                 -EINVAL, "one stored transfer for two ok events");
+    sz_kafka_close(kafka, 0);
+    kafka = sink_open(&cluster, true, SZ_KAFKA_KEY_TRANSFER_ID, NULL);
+    cr_assert_eq(sz_kafka_produce_op_stored(kafka, &header, events, stored, 2, NULL, 0),
+                 -EINVAL, "a stored transfer with another id");
+    cr_assert_not_null(strstr(sz_kafka_error_message(kafka), "another id"));
+    stats_check_nothing_produced(kafka);
     sz_kafka_close(kafka, 0);
 
     sz_kafka_config_t config = {.brokers = cluster.bootstraps, .topic = TOPIC};
