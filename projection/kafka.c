@@ -70,7 +70,7 @@ struct sz_kafka {
     uint64_t event_count_produced;
     uint64_t event_count_delivered;
     uint64_t queue_full_count;
-    char error_message[256];
+    char error_message[512]; /* librdkafka's fatal reasons run past 256 */
     char value[KAFKA_VALUE_SIZE_MAX];
 };
 
@@ -120,15 +120,16 @@ static void kafka_on_delivery(rd_kafka_t *producer, const rd_kafka_message_t *me
 }
 
 static void kafka_on_error(rd_kafka_t *producer, int error, const char *reason, void *opaque) {
+    (void)reason; /* rd_kafka_fatal_error() gives the same, and the original code */
     sz_kafka_t *kafka = opaque;
     /* Transport errors and brokers going down are retried by librdkafka; only a fatal
      * error (the idempotent producer lost its guarantees) ends the handle. */
     if (error != RD_KAFKA_RESP_ERR__FATAL) return;
     if (kafka->closing) return;
-    char fatal[256];
+    char fatal[384];
     rd_kafka_resp_err_t fatal_error = rd_kafka_fatal_error(producer, fatal, sizeof(fatal));
-    kafka_fail(kafka, -EIO, "kafka: fatal producer error %s: %s (%s)",
-               rd_kafka_err2name(fatal_error), fatal, reason);
+    kafka_fail(kafka, -EIO, "kafka: fatal producer error %s (restart the projector from "
+               "its recorded position): %s", rd_kafka_err2name(fatal_error), fatal);
 }
 
 static int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,

@@ -892,3 +892,51 @@ Test(kafka, ops_without_events_count_as_delivered_once_every_earlier_op_is) {
     free(received.items);
     cluster_stop(&cluster);
 }
+
+Test(kafka, a_fatal_idempotence_error_stops_the_sink_and_a_restart_from_its_position_loses_nothing) {
+    uint64_t seed = test_seed();
+    cluster_t cluster;
+    cluster_start(&cluster);
+    sz_kafka_t *kafka = sink_open(&cluster, true, SZ_KAFKA_KEY_TRANSFER_ID, NULL);
+    sink_produce_range(kafka, seed, 1, 30);
+    sink_wait_delivered(kafka, 30);
+    /* The broker says the producer's sequence broke: librdkafka raises a fatal error,
+     * the idempotent guarantees are gone, the sink must stop. */
+    rd_kafka_mock_push_request_errors(cluster.mock, 0, 1,
+                                      RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+    test_op_t *test_op = malloc(sizeof(*test_op));
+    int result = 0;
+    uint64_t op = 31;
+    for (; result == 0 && op <= 80; op++) {
+        test_op_make(seed, op, test_op);
+        result = test_op_produce(kafka, test_op);
+    }
+    uint64_t deadline = now_ms() + DELIVERY_TIMEOUT_MS;
+    while (result == 0) {
+        result = sz_kafka_poll(kafka, 20);
+        cr_assert_lt(now_ms(), deadline, "the fatal error was never reported");
+    }
+    cr_assert_eq(result, -EIO);
+    fprintf(stderr, "reported: %s\n", sz_kafka_error_message(kafka));
+    cr_assert_not_null(strstr(sz_kafka_error_message(kafka), "fatal"));
+    uint64_t position = sz_kafka_delivered_op(kafka);
+    cr_assert_lt(position, 80);
+    sz_kafka_close(kafka, 0);
+
+    /* The projector restarts from the position it recorded. */
+    kafka = sink_open(&cluster, true, SZ_KAFKA_KEY_TRANSFER_ID, NULL);
+    sink_produce_range(kafka, seed, position + 1, 80);
+    sink_wait_delivered(kafka, 80);
+    sz_kafka_close(kafka, 1000);
+    free(test_op);
+
+    events_t expected = {0};
+    events_t received = {0};
+    expected_build(&expected, seed, 1, 80, true, SZ_KAFKA_KEY_TRANSFER_ID);
+    events_read_all(&cluster, &received);
+    match_report_t report = events_match(&expected, &received);
+    cr_assert_eq(report.missing, 0, "%zu of %zu missing", report.missing, expected.count);
+    free(expected.items);
+    free(received.items);
+    cluster_stop(&cluster);
+}
