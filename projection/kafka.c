@@ -10,7 +10,8 @@
  *   op cannot finish it early). Reports arrive in any order across partitions; slots are
  *   retired from the head only, so sz_kafka_delivered_op() is the op before the oldest
  *   unfinished slot, or the last op given when none is left. Ops without events take no
- *   slot: they are delivered as soon as every op before them is.
+ *   slot, so they are delivered as soon as every op before them is, and a run of them
+ *   (create_accounts, expiries that released nothing) never fills the ring.
  * - Nothing is skipped: message.timeout.ms is 0 (librdkafka retries for ever) and the
  *   idempotent producer keeps order and drops its own duplicates. A report that still
  *   fails (a permanent error: message too large, authorisation, a fatal idempotence
@@ -440,9 +441,14 @@ static sz_u128 kafka_key(const sz_kafka_t *kafka, const sz_transfer_t *transfer)
     return transfer->id;
 }
 
-/* Takes the op's slot (holding it open with the +1) or fails on an op out of order. */
+/* Gives the op: an op that may have events takes a slot (held open with the +1 until
+ * kafka_op_end()); one that has none needs no slot, since sz_kafka_delivered_op() is the
+ * last op given whenever no slot is open. Fails on an op out of order. */
+#define KAFKA_SEQUENCE_NONE UINT64_MAX
+
 static int kafka_op_begin(sz_kafka_t *kafka, const sz_journal_header_t *header,
-                          uint64_t *sequence_out) {
+                          bool has_events, uint64_t *sequence_out) {
+    *sequence_out = KAFKA_SEQUENCE_NONE;
     int error = kafka_check(kafka);
     if (error != 0) return error;
     if (header->op <= kafka->op_given_last) {
@@ -450,19 +456,24 @@ static int kafka_op_begin(sz_kafka_t *kafka, const sz_journal_header_t *header,
                    " (ops must come in order, once each)", header->op, kafka->op_given_last);
         return kafka->error;
     }
-    error = kafka_ops_wait_for_room(kafka);
-    if (error != 0) return error;
-    *sequence_out = kafka->op_tail;
-    kafka_op_t *slot = &kafka->ops[kafka->op_tail % KAFKA_OPS_MAX];
-    slot->op = header->op;
-    slot->outstanding = 1;
-    kafka->op_tail++;
+    if (has_events) {
+        error = kafka_ops_wait_for_room(kafka);
+        if (error != 0) return error;
+        *sequence_out = kafka->op_tail;
+        kafka_op_t *slot = &kafka->ops[kafka->op_tail % KAFKA_OPS_MAX];
+        slot->op = header->op;
+        slot->outstanding = 1;
+        kafka->op_tail++;
+    }
     kafka->op_given_last = header->op;
+    SZ_ASSERT(kafka->op_tail - kafka->op_head <= KAFKA_OPS_MAX);
     return 0;
 }
 
 /* Drops the +1 of an op whose events are all queued. */
 static void kafka_op_end(sz_kafka_t *kafka, uint64_t sequence) {
+    if (sequence == KAFKA_SEQUENCE_NONE) return;
+    SZ_ASSERT(sequence >= kafka->op_head && sequence < kafka->op_tail);
     kafka_op_t *slot = &kafka->ops[sequence % KAFKA_OPS_MAX];
     SZ_ASSERT(slot->outstanding > 0);
     slot->outstanding--;
@@ -595,9 +606,9 @@ int sz_kafka_produce_op_stored(sz_kafka_t *kafka, const sz_journal_header_t *hea
         }
     }
     uint64_t sequence = 0;
-    error = kafka_op_begin(kafka, header, &sequence);
+    error = kafka_op_begin(kafka, header, transfers && header->event_count > 0, &sequence);
     if (error != 0) return error;
-    if (transfers) {
+    if (sequence != KAFKA_SEQUENCE_NONE) {
         error = kafka_transfers_produce(kafka, header, body, stored, results, result_count,
                                         sequence);
         if (error != 0) return error; /* the slot stays open: the handle is failed */
@@ -625,7 +636,7 @@ int sz_kafka_produce_expired(sz_kafka_t *kafka, const sz_journal_header_t *heade
         return kafka->error;
     }
     uint64_t sequence = 0;
-    error = kafka_op_begin(kafka, header, &sequence);
+    error = kafka_op_begin(kafka, header, expired_count > 0, &sequence);
     if (error != 0) return error;
     for (uint32_t index = 0; index < expired_count; index++) {
         size_t value_size = kafka_event_format(kafka, KAFKA_KIND_EXPIRED, header->op, index,
