@@ -232,12 +232,10 @@ static int projector_batch_accounts(projector_t *projector, sz_postgres_batch_t 
 static int projector_flush(projector_t *projector, bool wait) {
     sz_postgres_batch_t *batch = projector->batches[projector->current];
     uint64_t kafka_op = 0;
-#ifdef SZ_HAVE_KAFKA
     if (projector->kafka != NULL) {
         uint64_t delivered = sz_kafka_delivered_op(projector->kafka);
         if (delivered > projector->kafka_handed_op) kafka_op = delivered;
     }
-#endif
     sz_postgres_batch_kafka_op(batch, kafka_op);
     if (!sz_postgres_batch_empty(batch)) {
         int result = projector_batch_accounts(projector, batch);
@@ -308,16 +306,19 @@ static int projector_entry(projector_t *projector, const sz_journal_header_t *he
     projector->stats->op_last = header->op;
     /* Ops at or below the position are in Postgres with the accounts as they were then. */
     if (!postgres_wants) sz_learner_dirty_clear(projector->learner);
-#ifdef SZ_HAVE_KAFKA
     if (kafka_wants) {
-        result = sz_kafka_produce_op(projector->kafka, header, body, op.results, op.result_count);
+        /* The stored transfers carry what applied (clamped amounts, what posts inherit). */
+        result = header->operation == SZ_OPERATION_EXPIRE_PENDING
+                     ? sz_kafka_produce_expired(projector->kafka, header, op.expired,
+                                                op.expired_count)
+                     : sz_kafka_produce_op_stored(projector->kafka, header, body, op.transfers,
+                                                  op.transfer_count, op.results, op.result_count);
         if (result < 0) {
             snprintf(projector->error, projector->error_size, "%s",
                      sz_kafka_error_message(projector->kafka));
             return result;
         }
     }
-#endif
     if (!postgres_wants) return 0;
     sz_postgres_batch_t *batch = projector->batches[projector->current];
     result = sz_postgres_batch_add_op(batch, &op);
@@ -378,15 +379,9 @@ static int projector_open(projector_t *projector) {
     projector_log(projector, "level=info msg=resuming postgres_op=%" PRIu64 " kafka_op=%" PRIu64,
                   projector->positions.postgres_op, projector->positions.kafka_op);
     if (options->kafka != NULL) {
-#ifdef SZ_HAVE_KAFKA
         result = sz_kafka_open(options->kafka, &projector->kafka, projector->error,
                                projector->error_size);
         if (result < 0) return result;
-#else
-        snprintf(projector->error, projector->error_size,
-                 "this sumzero was built without the Kafka sink");
-        return -ENOTSUP;
-#endif
     }
     return 0;
 }
@@ -402,9 +397,7 @@ static void projector_close(projector_t *projector) {
         pthread_cond_destroy(&projector->cond);
     }
     for (uint32_t index = 0; index < 2; index++) sz_postgres_batch_free(projector->batches[index]);
-#ifdef SZ_HAVE_KAFKA
     sz_kafka_close(projector->kafka, 5000);
-#endif
     sz_postgres_close(projector->sink);
     sz_learner_deinit(projector->learner);
 }
@@ -437,17 +430,10 @@ static int projector_loop(projector_t *projector) {
                      options->source->error_message);
             return result;
         }
-#ifdef SZ_HAVE_KAFKA
         if (projector->kafka != NULL) (void)sz_kafka_poll(projector->kafka, 0);
-#endif
         bool pending = !sz_postgres_batch_empty(projector->batches[projector->current]) ||
                        (projector->kafka != NULL &&
-#ifdef SZ_HAVE_KAFKA
-                        sz_kafka_delivered_op(projector->kafka) > projector->kafka_handed_op
-#else
-                        false
-#endif
-                       );
+                        sz_kafka_delivered_op(projector->kafka) > projector->kafka_handed_op);
         if (pending && projector_batch_due(projector, idle)) {
             result = projector_flush(projector, false);
             if (result == 1) return 0;

@@ -186,11 +186,7 @@ static int project_open_source(const project_arguments_t *arguments, sz_source_t
     char error[512] = {0};
     int result = -ENOTSUP;
     if (arguments->journal != NULL) {
-#ifdef SZ_HAVE_SOURCE_JOURNAL
         result = sz_source_journal_open(arguments->journal, 1, source_out, error, sizeof(error));
-#else
-        snprintf(error, sizeof(error), "this sumzero was built without the journal reader");
-#endif
     } else {
 #ifdef SZ_HAVE_SOURCE_SERVER
         sz_source_server_options_t options = {.address = arguments->address,
