@@ -430,7 +430,14 @@ static int projector_loop(projector_t *projector) {
                      options->source->error_message);
             return result;
         }
-        if (projector->kafka != NULL) (void)sz_kafka_poll(projector->kafka, 0);
+        if (projector->kafka != NULL) {
+            result = sz_kafka_poll(projector->kafka, 0);
+            if (result < 0) {
+                snprintf(projector->error, projector->error_size, "%s",
+                         sz_kafka_error_message(projector->kafka));
+                return result;
+            }
+        }
         bool pending = !sz_postgres_batch_empty(projector->batches[projector->current]) ||
                        (projector->kafka != NULL &&
                         sz_kafka_delivered_op(projector->kafka) > projector->kafka_handed_op);
