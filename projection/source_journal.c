@@ -25,7 +25,7 @@ static int source_journal_next(sz_source_t *source, const sz_journal_header_t **
                                         &problem);
     if (result == 1) return 1;
     if (result == 0) return -ENODATA; /* the end of the journal on disk */
-    snprintf(source->error_message, sizeof(source->error_message), "journal: %s%s%s",
+    snprintf(source->error_message, sizeof(source->error_message), "journal: %.40s%s%.190s",
              problem.file, problem.file[0] != 0 ? ": " : "", problem.reason);
     return result;
 }
@@ -54,7 +54,7 @@ int sz_source_journal_open(const char *data_directory, uint64_t op_from,
     memset(&problem, 0, sizeof(problem));
     int result = sz_journal_reader_open(&options, &journal->reader, &problem);
     if (result < 0) {
-        snprintf(error_out, error_size, "journal %s: %s%s%s", data_directory, problem.file,
+        snprintf(error_out, error_size, "journal %.100s: %.40s%s%.190s", data_directory, problem.file,
                  problem.file[0] != 0 ? ": " : "",
                  problem.reason[0] != 0 ? problem.reason : strerror(-result));
         free(journal);
