@@ -45,6 +45,10 @@ typedef struct projector {
     /* Two batches: the learner encodes one while the writer thread commits the other. */
     sz_postgres_batch_t *batches[2];
     uint64_t batch_kafka_op[2];
+    uint64_t batch_timestamp[2];   /* of the batch's last op (ns since the epoch) */
+    uint64_t timestamp_last;       /* of the last op applied */
+    uint64_t progress_logged_ns;   /* the last progress line */
+    uint64_t progress_transfer_count;
     uint32_t current;
     pthread_t writer;
     bool writer_started;
@@ -177,6 +181,26 @@ static void *projector_writer(void *raw) {
     return NULL;
 }
 
+/* A line per second while writing: the position, how far it is behind the wall clock
+ * (the op's timestamp is the leader's clock when it committed), and the rate. */
+static void projector_progress(projector_t *projector, uint64_t timestamp_ns) {
+    uint64_t now_ns = projector_clock_ns();
+    if (now_ns - projector->progress_logged_ns < 1000000000ull) return;
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    uint64_t wall_ns = (uint64_t)wall.tv_sec * 1000000000ull + (uint64_t)wall.tv_nsec;
+    double seconds = (double)(now_ns - projector->progress_logged_ns) / 1e9;
+    uint64_t transfers = projector->stats->transfer_count - projector->progress_transfer_count;
+    projector_log(projector,
+                  "level=info msg=progress position=%" PRIu64 " applied=%" PRIu64
+                  " lag_ms=%.1f transfers_per_second=%.0f",
+                  projector->stats->op_position, projector->stats->op_last,
+                  wall_ns > timestamp_ns ? (double)(wall_ns - timestamp_ns) / 1e6 : 0.0,
+                  projector->progress_logged_ns != 0 ? (double)transfers / seconds : 0.0);
+    projector->progress_logged_ns = now_ns;
+    projector->progress_transfer_count = projector->stats->transfer_count;
+}
+
 /* Waits until the writer has finished the batch it was given, and accounts for it.
  * Returns its result: 0, 1 (stopped) or a negative errno. */
 static int projector_writer_wait(projector_t *projector) {
@@ -202,6 +226,7 @@ static int projector_writer_wait(projector_t *projector) {
     projector->stats->rejected_count += batch.rejected_count;
     projector->stats->expired_count += batch.expired_count;
     projector->stats->batch_count++;
+    projector_progress(projector, projector->batch_timestamp[projector->current ^ 1]);
     return 0;
 }
 
@@ -244,6 +269,7 @@ static int projector_flush(projector_t *projector, bool wait) {
         if (result != 0) return result;
         if (kafka_op != 0) projector->kafka_handed_op = kafka_op;
         projector->batch_kafka_op[projector->current] = kafka_op;
+        projector->batch_timestamp[projector->current] = projector->timestamp_last;
         sz_postgres_batch_stats_t stats;
         sz_postgres_batch_stats(batch, &stats);
         pthread_mutex_lock(&projector->mutex);
@@ -304,6 +330,7 @@ static int projector_entry(projector_t *projector, const sz_journal_header_t *he
         return result;
     }
     projector->stats->op_last = header->op;
+    projector->timestamp_last = header->timestamp;
     /* Ops at or below the position are in Postgres with the accounts as they were then. */
     if (!postgres_wants) sz_learner_dirty_clear(projector->learner);
     if (kafka_wants) {
