@@ -66,7 +66,7 @@ static const char postgres_schema_sql[] =
     "  cluster_id numeric(39,0) NOT NULL,\n"
     "  updated_at timestamptz NOT NULL DEFAULT now());\n"
     "INSERT INTO sumzero.position (name, op, cluster_id) VALUES ('postgres', 0, 0), "
-    "  ('kafka', 0, 0) ON CONFLICT (name) DO NOTHING;\n"
+    "  ('entries', 0, 0), ('kafka', 0, 0) ON CONFLICT (name) DO NOTHING;\n"
     "CREATE TABLE IF NOT EXISTS sumzero.accounts (\n"
     "  id numeric(39,0) PRIMARY KEY,\n"
     "  ledger bigint NOT NULL,\n"
@@ -142,6 +142,7 @@ typedef struct postgres_buffer {
 } postgres_buffer_t;
 
 struct sz_postgres_batch {
+    sz_postgres_stream_t stream;
     uint64_t op_after;
     uint64_t op_last;
     uint64_t kafka_op;
@@ -315,6 +316,7 @@ void sz_postgres_batch_begin(sz_postgres_batch_t *sink, uint64_t op_after, sz_u1
 }
 
 void sz_postgres_batch_kafka_op(sz_postgres_batch_t *sink, uint64_t kafka_op) {
+    SZ_ASSERT(kafka_op == 0 || sink->stream == SZ_POSTGRES_STREAM_TRANSFERS);
     sink->kafka_op = kafka_op;
 }
 
@@ -467,11 +469,15 @@ static int batch_expired(sz_postgres_batch_t *sink, const sz_learner_op_t *op) {
 int sz_postgres_batch_add_op(sz_postgres_batch_t *sink, const sz_learner_op_t *op) {
     SZ_ASSERT(sink != NULL && op != NULL && op->header != NULL);
     SZ_ASSERT(op->header->op == sink->op_last + 1);
-    int result = batch_transfers(sink, op);
-    if (result == 0) result = batch_lines(sink, op);
-    if (result == 0) result = batch_rejected(sink, op);
-    if (result == 0) result = batch_expired(sink, op);
-    if (result == 0) result = batch_created(sink, op);
+    int result = 0;
+    if (sink->stream == SZ_POSTGRES_STREAM_TRANSFERS) {
+        result = batch_transfers(sink, op);
+        if (result == 0) result = batch_rejected(sink, op);
+        if (result == 0) result = batch_expired(sink, op);
+    } else {
+        result = batch_lines(sink, op);
+        if (result == 0) result = batch_created(sink, op);
+    }
     if (result < 0) {
         sink->failed = true;
         if (result == -ENOMEM) {
@@ -516,6 +522,7 @@ static int batch_created(sz_postgres_batch_t *sink, const sz_learner_op_t *op) {
 
 int sz_postgres_batch_add_accounts(sz_postgres_batch_t *sink, const sz_account_t *accounts,
                                    uint32_t account_count) {
+    SZ_ASSERT(sink->stream == SZ_POSTGRES_STREAM_ENTRIES);
     postgres_buffer_t *buffer = &sink->tables[TABLE_BALANCES];
     int result = buffer_reserve(buffer, (size_t)account_count * (2u + 5u * NUMERIC_FIELD_SIZE_MAX));
     if (result < 0) {
@@ -537,10 +544,12 @@ int sz_postgres_batch_add_accounts(sz_postgres_batch_t *sink, const sz_account_t
     return 0;
 }
 
-int sz_postgres_batch_init(sz_postgres_batch_t **batch_out) {
+int sz_postgres_batch_init(sz_postgres_stream_t stream, sz_postgres_batch_t **batch_out) {
     SZ_ASSERT(batch_out != NULL);
+    SZ_ASSERT(stream == SZ_POSTGRES_STREAM_TRANSFERS || stream == SZ_POSTGRES_STREAM_ENTRIES);
     *batch_out = calloc(1, sizeof(**batch_out));
     if (*batch_out == NULL) return -ENOMEM;
+    (*batch_out)->stream = stream;
     sz_postgres_batch_begin(*batch_out, 0, 0);
     return 0;
 }
@@ -679,6 +688,11 @@ int sz_postgres_positions_read(sz_postgres_t *sink, sz_postgres_positions_t *pos
     if (result == 0 && postgres_parse_u64(text, &positions_out->postgres_op) < 0) result = -EINVAL;
     if (result == 0) {
         result = sz_postgres_query_value(
+            sink, "SELECT op FROM sumzero.position WHERE name = 'entries'", text, sizeof(text));
+    }
+    if (result == 0 && postgres_parse_u64(text, &positions_out->entries_op) < 0) result = -EINVAL;
+    if (result == 0) {
+        result = sz_postgres_query_value(
             sink, "SELECT op FROM sumzero.position WHERE name = 'kafka'", text, sizeof(text));
     }
     if (result == 0 && postgres_parse_u64(text, &positions_out->kafka_op) < 0) result = -EINVAL;
@@ -789,11 +803,16 @@ static int transaction_copy(sz_postgres_t *sink, const sz_postgres_batch_t *batc
 }
 
 /* Locks the position row and compares it with the batch: 0 go on, 1 already committed. */
+static const char *postgres_stream_name(sz_postgres_stream_t stream) {
+    return stream == SZ_POSTGRES_STREAM_TRANSFERS ? "postgres" : "entries";
+}
+
 static int transaction_position_check(sz_postgres_t *sink, const sz_postgres_batch_t *batch) {
     char text[64];
-    int result = sz_postgres_query_value(
-        sink, "SELECT op FROM sumzero.position WHERE name = 'postgres' FOR UPDATE", text,
-        sizeof(text));
+    char sql[128];
+    snprintf(sql, sizeof(sql), "SELECT op FROM sumzero.position WHERE name = '%s' FOR UPDATE",
+             postgres_stream_name(batch->stream));
+    int result = sz_postgres_query_value(sink, sql, text, sizeof(text));
     if (result < 0) return result;
     uint64_t stored = 0;
     if (postgres_parse_u64(text, &stored) < 0) {
@@ -804,9 +823,9 @@ static int transaction_position_check(sz_postgres_t *sink, const sz_postgres_bat
     if (stored == batch->op_after) return 0;
     if (stored == batch->op_last && batch->op_last > batch->op_after) return 1;
     snprintf(sink->error_message, sizeof(sink->error_message),
-             "postgres: the stored position is op %" PRIu64 " but this batch follows op %" PRIu64
-             " (another projector writes this database?)",
-             stored, batch->op_after);
+             "postgres: the stored position of %s is op %" PRIu64 " but this batch follows op %"
+             PRIu64 " (another projector writes this database?)",
+             postgres_stream_name(batch->stream), stored, batch->op_after);
     return -ESTALE;
 }
 
@@ -815,8 +834,9 @@ static int transaction_position_update(sz_postgres_t *sink, const sz_postgres_ba
     char cluster[SZ_U128_DECIMAL_SIZE];
     snprintf(sql, sizeof(sql),
              "UPDATE sumzero.position SET op = %" PRIu64 ", cluster_id = %s, updated_at = now() "
-             "WHERE name = 'postgres'",
-             batch->op_last, sz_u128_format(batch->cluster_id, cluster));
+             "WHERE name = '%s'",
+             batch->op_last, sz_u128_format(batch->cluster_id, cluster),
+             postgres_stream_name(batch->stream));
     int result = postgres_exec(sink, sql, "update the position");
     if (result < 0 || batch->kafka_op == 0) return result;
     snprintf(sql, sizeof(sql),

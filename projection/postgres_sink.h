@@ -1,7 +1,13 @@
 /* postgres_sink.h: the projector's Postgres sink. Creates the schema of docs/PROJECTION.md
  * if absent, and writes the learner's rows in batches: one transaction per batch, every
- * table through COPY (binary), and the projector's position updated in that same
+ * table through COPY (binary), and the stream's position updated in that same
  * transaction, so what Postgres holds is always exactly the ops up to the stored position.
+ *
+ * Two streams, each with its own position row, so that two connections (two Postgres
+ * backends, the two cores) write at once: "postgres" carries transfers, rejected events and
+ * expirations (and the Kafka position); "entries" carries the double-entry lines and the
+ * accounts (created rows and balance updates), so lines and balances always agree.
+ * The projector's position is the lower of the two.
  *
  * Contract:
  * - One thread uses a sink (libpq connections are not shared); batches are separate
@@ -16,8 +22,8 @@
  *   Any other failure (Postgres down, a statement failing) rolls back and returns a negative
  *   errno with the batch kept intact: calling commit again (after sz_postgres_connect())
  *   retries the same transaction. -ENOTCONN means the connection is gone.
- * - The Kafka position is a second row of the position table, written by the same
- *   transactions (kafka_op of the batch; 0 leaves it as it is).
+ * - The Kafka position is a row of the position table too, written by the transfers
+ *   stream's transactions (kafka_op of the batch; 0 leaves it as it is).
  * - Sessions use synchronous_commit=off: a Postgres crash may lose the last transactions,
  *   but rows and position together, so the projector resumes from the older position.
  * - Errors: 0 or a negative errno; sz_postgres_error_message() says what failed in one line. */
@@ -29,8 +35,14 @@
 typedef struct sz_postgres sz_postgres_t;
 typedef struct sz_postgres_batch sz_postgres_batch_t;
 
+typedef enum sz_postgres_stream {
+    SZ_POSTGRES_STREAM_TRANSFERS = 0, /* position row "postgres" */
+    SZ_POSTGRES_STREAM_ENTRIES = 1,   /* position row "entries" */
+} sz_postgres_stream_t;
+
 typedef struct sz_postgres_positions {
-    uint64_t postgres_op; /* ops up to this one are in Postgres; 0: none */
+    uint64_t postgres_op; /* transfers, rejected, expirations of ops up to this one; 0: none */
+    uint64_t entries_op;  /* lines and accounts of ops up to this one; 0: none */
     uint64_t kafka_op;    /* ops up to this one were delivered to Kafka; 0: none */
     sz_u128 cluster_id;   /* of the journal projected; 0 before the first commit */
 } sz_postgres_positions_t;
@@ -58,9 +70,12 @@ SZ_MUST_USE int sz_postgres_positions_read(sz_postgres_t *sink,
 
 /* A batch is plain memory (no connection): one thread may encode one batch while another
  * commits a different one. */
-SZ_MUST_USE int sz_postgres_batch_init(sz_postgres_batch_t **batch_out);
+SZ_MUST_USE int sz_postgres_batch_init(sz_postgres_stream_t stream,
+                                       sz_postgres_batch_t **batch_out);
 void sz_postgres_batch_free(sz_postgres_batch_t *batch);
-/* Empties the batch; it will follow op_after (the position it expects in Postgres). */
+/* Empties the batch; it will follow op_after (its stream's position in Postgres). A batch
+ * encodes only its stream's tables; add_accounts is for the entries stream, kafka_op for
+ * the transfers stream. */
 void sz_postgres_batch_begin(sz_postgres_batch_t *batch, uint64_t op_after, sz_u128 cluster_id);
 SZ_MUST_USE int sz_postgres_batch_add_op(sz_postgres_batch_t *batch, const sz_learner_op_t *op);
 SZ_MUST_USE int sz_postgres_batch_add_accounts(sz_postgres_batch_t *batch,

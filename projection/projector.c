@@ -1,16 +1,21 @@
 /* projector.c: the projector's loop (source -> learner -> Postgres and Kafka) and its
  * check against a rebuilt ledger (projector.h).
  *
+ * Threads: the projector's (source, learner, encoding, Kafka) and one writer thread per
+ * Postgres stream (postgres_sink.h: transfers, and entries + accounts), each with its own
+ * connection, so two Postgres backends work at once while the learner encodes the next
+ * batch. Each stream has two batches: one being encoded, one being committed.
+ *
  * States of the loop:
  *
- *   connect --ok--> rebuild (ops <= stored position: apply only)
+ *   connect --ok--> rebuild (ops <= a stream's stored position: nothing for it)
  *      ^                |
  *      |             writing (ops > position: apply, encode, produce to Kafka)
  *      |                |  batch full / batch_ms / source idle / source ended
- *      |             commit --ok--> writing (or done at the end of the source)
- *      +--failed--------+  (backoff, reconnect, commit the same batch again)
+ *      |             hand to the stream's writer --ok--> writing (or done at the end)
+ *      +--commit failed-+  (the writer: backoff, reconnect, commit the same batch again)
  *
- * connect: projector_connect(); commit: projector_flush(); the rest: sz_projector_run(). */
+ * connect: projector_connect(); hand: projector_flush(); commit: projector_commit(). */
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -29,36 +34,44 @@
 /* A source is asked for an entry with this timeout, so batches close on time. */
 #define PROJECTOR_NEXT_TIMEOUT_MS 50
 
-typedef struct projector {
-    const sz_projector_options_t *options;
-    sz_projector_stats_t *stats;
-    sz_learner_t *learner;
+/* One Postgres stream: its connection, its two batches and its writer thread. */
+typedef struct projector_stream {
+    struct projector *projector;
+    sz_postgres_stream_t kind;
     sz_postgres_t *sink;
-    sz_kafka_t *kafka;
-    sz_postgres_positions_t positions;
-    sz_u128 cluster_id;
-    bool cluster_known;
-    uint64_t batch_rows;
-    uint64_t batch_started_ns;
-    uint64_t kafka_stored_op; /* committed to Postgres */
-    uint64_t kafka_handed_op; /* in a batch handed to the writer */
-    /* Two batches: the learner encodes one while the writer thread commits the other. */
     sz_postgres_batch_t *batches[2];
     uint64_t batch_kafka_op[2];
-    uint64_t batch_timestamp[2];   /* of the batch's last op (ns since the epoch) */
-    uint64_t timestamp_last;       /* of the last op applied */
-    uint64_t progress_logged_ns;   /* the last progress line */
-    uint64_t progress_transfer_count;
-    uint32_t current;
-    pthread_t writer;
-    bool writer_started;
+    uint64_t batch_timestamp[2]; /* of the batch's last op (ns since the epoch) */
+    uint32_t current;            /* the batch being encoded */
+    uint64_t position;           /* committed */
+    pthread_t thread;
+    bool started;
     pthread_mutex_t mutex;
     pthread_cond_t cond;
     const sz_postgres_batch_t *handed; /* the batch the writer is committing; NULL: idle */
     bool committing;                   /* handed a batch not yet accounted for */
-    bool writer_quit;
-    int writer_result;
-    char writer_error[512];
+    bool quit;
+    int result;
+    char error[512];
+} projector_stream_t;
+
+typedef struct projector {
+    const sz_projector_options_t *options;
+    sz_projector_stats_t *stats;
+    sz_learner_t *learner;
+    sz_kafka_t *kafka;
+    projector_stream_t streams[2];
+    sz_postgres_positions_t positions;
+    sz_u128 cluster_id;
+    bool cluster_known;
+    bool quitting;
+    uint64_t batch_rows;
+    uint64_t batch_started_ns;
+    uint64_t kafka_stored_op; /* committed to Postgres */
+    uint64_t kafka_handed_op; /* in a batch handed to the writer */
+    uint64_t timestamp_last;  /* of the last op applied */
+    uint64_t progress_logged_ns;
+    uint64_t progress_transfer_count;
     sz_account_t accounts[PROJECTOR_ACCOUNT_CHUNK];
     char *error;
     size_t error_size;
@@ -71,7 +84,7 @@ static uint64_t projector_clock_ns(void) {
 }
 
 static bool projector_stopping(const projector_t *projector) {
-    if (__atomic_load_n(&projector->writer_quit, __ATOMIC_ACQUIRE)) return true;
+    if (__atomic_load_n(&projector->quitting, __ATOMIC_ACQUIRE)) return true;
     return projector->options->stop != NULL && *projector->options->stop != 0;
 }
 
@@ -105,79 +118,83 @@ static void projector_retried(projector_t *projector) {
     __atomic_fetch_add(&projector->stats->retry_count, 1, __ATOMIC_RELEASE);
 }
 
-/* Connects (retrying) and reads the stored positions. 1: stopped before it worked. */
+static const char *projector_stream_name(const projector_stream_t *stream) {
+    return stream->kind == SZ_POSTGRES_STREAM_TRANSFERS ? "transfers" : "entries";
+}
+
+/* Connects both streams (retrying) and reads the stored positions. 1: stopped first. */
 static int projector_connect(projector_t *projector) {
     uint32_t backoff_ms = 50;
-    for (;;) {
-        int result = sz_postgres_connect(projector->sink);
-        if (result == 0) result = sz_postgres_positions_read(projector->sink, &projector->positions);
-        if (result == 0) return 0;
+    for (uint32_t index = 0; index < 2;) {
+        sz_postgres_t *sink = projector->streams[index].sink;
+        int result = sz_postgres_connect(sink);
+        if (result == 0 && index == 0) result = sz_postgres_positions_read(sink, &projector->positions);
+        if (result == 0) {
+            index++;
+            continue;
+        }
         if (result != -ENOTCONN && result != -EIO) {
-            snprintf(projector->error, projector->error_size, "%s",
-                     sz_postgres_error_message(projector->sink));
+            snprintf(projector->error, projector->error_size, "%s", sz_postgres_error_message(sink));
             return result;
         }
         projector_retried(projector);
         projector_log(projector, "level=warn msg=postgres_unavailable retry_ms=%u error=\"%s\"",
-                      backoff_ms, sz_postgres_error_message(projector->sink));
+                      backoff_ms, sz_postgres_error_message(sink));
         if (projector_stopping(projector)) return 1;
         projector_backoff(projector, &backoff_ms);
     }
+    return 0;
 }
 
 /* The writer thread's work: commits one batch, retrying with backoff. 1: stopped first. */
-static int projector_commit(projector_t *projector, const sz_postgres_batch_t *batch) {
+static int projector_commit(projector_stream_t *stream, const sz_postgres_batch_t *batch) {
+    projector_t *projector = stream->projector;
     sz_postgres_batch_stats_t stats;
     sz_postgres_batch_stats(batch, &stats);
     uint32_t backoff_ms = 50;
     for (;;) {
-        int result = sz_postgres_commit(projector->sink, batch);
+        int result = sz_postgres_commit(stream->sink, batch);
         if (result == 0) return 0;
         if (result != -ENOTCONN && result != -EIO) {
-            snprintf(projector->writer_error, sizeof(projector->writer_error), "%s",
-                     sz_postgres_error_message(projector->sink));
+            snprintf(stream->error, sizeof(stream->error), "%s",
+                     sz_postgres_error_message(stream->sink));
             return result;
         }
         projector_retried(projector);
-        projector_log(projector, "level=warn msg=commit_failed op_first=%" PRIu64
+        projector_log(projector, "level=warn msg=commit_failed stream=%s op_first=%" PRIu64
                       " op_last=%" PRIu64 " retry_ms=%u error=\"%s\"",
-                      stats.op_first, stats.op_last, backoff_ms,
-                      sz_postgres_error_message(projector->sink));
+                      projector_stream_name(stream), stats.op_first, stats.op_last, backoff_ms,
+                      sz_postgres_error_message(stream->sink));
         if (projector_stopping(projector)) return 1;
         projector_backoff(projector, &backoff_ms);
-        if (sz_postgres_connected(projector->sink)) continue;
-        result = sz_postgres_connect(projector->sink);
+        if (sz_postgres_connected(stream->sink)) continue;
+        result = sz_postgres_connect(stream->sink);
         if (result < 0 && result != -ENOTCONN && result != -EIO) {
-            snprintf(projector->writer_error, sizeof(projector->writer_error), "%s",
-                     sz_postgres_error_message(projector->sink));
+            snprintf(stream->error, sizeof(stream->error), "%s",
+                     sz_postgres_error_message(stream->sink));
             return result;
-        }
-        if (result < 0) {
-            projector_log(projector, "level=warn msg=postgres_unavailable error=\"%s\"",
-                          sz_postgres_error_message(projector->sink));
         }
     }
 }
 
-/* The writer thread: commits each batch handed to it (Postgres works on one core while
- * the learner encodes the next batch on the other). */
+/* A writer thread: commits each batch handed to it. */
 static void *projector_writer(void *raw) {
-    projector_t *projector = raw;
-    pthread_mutex_lock(&projector->mutex);
+    projector_stream_t *stream = raw;
+    pthread_mutex_lock(&stream->mutex);
     for (;;) {
-        while (projector->handed == NULL && !projector->writer_quit) {
-            pthread_cond_wait(&projector->cond, &projector->mutex);
+        while (stream->handed == NULL && !stream->quit) {
+            pthread_cond_wait(&stream->cond, &stream->mutex);
         }
-        if (projector->handed == NULL) break;
-        const sz_postgres_batch_t *batch = projector->handed;
-        pthread_mutex_unlock(&projector->mutex);
-        int result = projector_commit(projector, batch);
-        pthread_mutex_lock(&projector->mutex);
-        projector->writer_result = result;
-        projector->handed = NULL;
-        pthread_cond_broadcast(&projector->cond);
+        if (stream->handed == NULL) break;
+        const sz_postgres_batch_t *batch = stream->handed;
+        pthread_mutex_unlock(&stream->mutex);
+        int result = projector_commit(stream, batch);
+        pthread_mutex_lock(&stream->mutex);
+        stream->result = result;
+        stream->handed = NULL;
+        pthread_cond_broadcast(&stream->cond);
     }
-    pthread_mutex_unlock(&projector->mutex);
+    pthread_mutex_unlock(&stream->mutex);
     return NULL;
 }
 
@@ -201,32 +218,40 @@ static void projector_progress(projector_t *projector, uint64_t timestamp_ns) {
     projector->progress_transfer_count = projector->stats->transfer_count;
 }
 
-/* Waits until the writer has finished the batch it was given, and accounts for it.
- * Returns its result: 0, 1 (stopped) or a negative errno. */
-static int projector_writer_wait(projector_t *projector) {
-    pthread_mutex_lock(&projector->mutex);
-    while (projector->handed != NULL) pthread_cond_wait(&projector->cond, &projector->mutex);
-    int result = projector->writer_result;
-    projector->writer_result = 0;
-    pthread_mutex_unlock(&projector->mutex);
-    if (!projector->committing) return result;
-    projector->committing = false;
+/* Waits until the stream's writer has finished the batch it was given, and accounts for
+ * it. Returns its result: 0, 1 (stopped) or a negative errno. */
+static int projector_writer_wait(projector_stream_t *stream) {
+    projector_t *projector = stream->projector;
+    pthread_mutex_lock(&stream->mutex);
+    while (stream->handed != NULL) pthread_cond_wait(&stream->cond, &stream->mutex);
+    int result = stream->result;
+    stream->result = 0;
+    pthread_mutex_unlock(&stream->mutex);
+    if (!stream->committing) return result;
+    stream->committing = false;
     if (result != 0) {
-        if (result < 0) snprintf(projector->error, projector->error_size, "%s", projector->writer_error);
+        if (result < 0) snprintf(projector->error, projector->error_size, "%s", stream->error);
         return result;
     }
+    uint32_t done = stream->current ^ 1;
     sz_postgres_batch_stats_t batch;
-    sz_postgres_batch_stats(projector->batches[projector->current ^ 1], &batch);
-    uint64_t kafka_op = projector->batch_kafka_op[projector->current ^ 1];
-    if (kafka_op != 0) projector->kafka_stored_op = kafka_op;
-    projector->stats->op_position = batch.op_last;
-    projector->stats->op_written_count += batch.op_last - (batch.op_first - 1);
-    projector->stats->transfer_count += batch.transfer_count;
-    projector->stats->line_count += batch.line_count;
-    projector->stats->rejected_count += batch.rejected_count;
-    projector->stats->expired_count += batch.expired_count;
-    projector->stats->batch_count++;
-    projector_progress(projector, projector->batch_timestamp[projector->current ^ 1]);
+    sz_postgres_batch_stats(stream->batches[done], &batch);
+    stream->position = batch.op_last;
+    if (stream->kind == SZ_POSTGRES_STREAM_TRANSFERS) {
+        if (stream->batch_kafka_op[done] != 0) projector->kafka_stored_op = stream->batch_kafka_op[done];
+        projector->stats->op_written_count += batch.op_last - (batch.op_first - 1);
+        projector->stats->transfer_count += batch.transfer_count;
+        projector->stats->rejected_count += batch.rejected_count;
+        projector->stats->expired_count += batch.expired_count;
+        projector->stats->batch_count++;
+    } else {
+        projector->stats->line_count += batch.line_count;
+    }
+    uint64_t transfers_position = projector->streams[0].position;
+    uint64_t entries_position = projector->streams[1].position;
+    projector->stats->op_position = transfers_position < entries_position ? transfers_position
+                                                                          : entries_position;
+    projector_progress(projector, stream->batch_timestamp[done]);
     return 0;
 }
 
@@ -251,40 +276,54 @@ static int projector_batch_accounts(projector_t *projector, sz_postgres_batch_t 
     return 0;
 }
 
-/* Closes the current batch (adding the accounts it changed, as the ledger has them now),
- * waits for the writer to finish the previous one, and hands it this one. With wait, also
- * waits for this one. Returns 0, 1 (stopped) or a negative errno. */
+/* Hands the stream's current batch to its writer (after the previous one is done). */
+static int projector_hand(projector_stream_t *stream, uint64_t kafka_op) {
+    projector_t *projector = stream->projector;
+    sz_postgres_batch_t *batch = stream->batches[stream->current];
+    if (stream->kind == SZ_POSTGRES_STREAM_TRANSFERS) sz_postgres_batch_kafka_op(batch, kafka_op);
+    if (sz_postgres_batch_empty(batch)) return 0;
+    if (stream->kind == SZ_POSTGRES_STREAM_ENTRIES) {
+        int result = projector_batch_accounts(projector, batch);
+        if (result < 0) return result;
+    }
+    int result = projector_writer_wait(stream);
+    if (result != 0) return result;
+    stream->batch_kafka_op[stream->current] = kafka_op;
+    stream->batch_timestamp[stream->current] = projector->timestamp_last;
+    sz_postgres_batch_stats_t stats;
+    sz_postgres_batch_stats(batch, &stats);
+    pthread_mutex_lock(&stream->mutex);
+    stream->handed = batch;
+    stream->committing = true;
+    pthread_cond_broadcast(&stream->cond);
+    pthread_mutex_unlock(&stream->mutex);
+    stream->current ^= 1;
+    sz_postgres_batch_begin(stream->batches[stream->current], stats.op_last, projector->cluster_id);
+    return 0;
+}
+
+/* Closes the current batches (the entries stream adding the accounts the batch changed, as
+ * the ledger has them now) and hands them to the writers; with wait, also waits for them.
+ * Returns 0, 1 (stopped) or a negative errno. */
 static int projector_flush(projector_t *projector, bool wait) {
-    sz_postgres_batch_t *batch = projector->batches[projector->current];
     uint64_t kafka_op = 0;
     if (projector->kafka != NULL) {
         uint64_t delivered = sz_kafka_delivered_op(projector->kafka);
         if (delivered > projector->kafka_handed_op) kafka_op = delivered;
     }
-    sz_postgres_batch_kafka_op(batch, kafka_op);
-    if (!sz_postgres_batch_empty(batch)) {
-        int result = projector_batch_accounts(projector, batch);
-        if (result < 0) return result;
-        result = projector_writer_wait(projector);
+    for (uint32_t index = 0; index < 2; index++) {
+        int result = projector_hand(&projector->streams[index], kafka_op);
         if (result != 0) return result;
-        if (kafka_op != 0) projector->kafka_handed_op = kafka_op;
-        projector->batch_kafka_op[projector->current] = kafka_op;
-        projector->batch_timestamp[projector->current] = projector->timestamp_last;
-        sz_postgres_batch_stats_t stats;
-        sz_postgres_batch_stats(batch, &stats);
-        pthread_mutex_lock(&projector->mutex);
-        projector->handed = batch;
-        projector->committing = true;
-        pthread_cond_broadcast(&projector->cond);
-        pthread_mutex_unlock(&projector->mutex);
-        projector->current ^= 1;
-        sz_postgres_batch_begin(projector->batches[projector->current], stats.op_last,
-                                projector->cluster_id);
-        sz_learner_dirty_clear(projector->learner);
-        projector->batch_rows = 0;
     }
+    if (kafka_op != 0) projector->kafka_handed_op = kafka_op;
+    sz_learner_dirty_clear(projector->learner);
+    projector->batch_rows = 0;
     projector->batch_started_ns = projector_clock_ns();
-    return wait ? projector_writer_wait(projector) : 0;
+    for (uint32_t index = 0; wait && index < 2; index++) {
+        int result = projector_writer_wait(&projector->streams[index]);
+        if (result != 0) return result;
+    }
+    return 0;
 }
 
 static int projector_cluster_check(projector_t *projector, const sz_journal_header_t *header) {
@@ -299,8 +338,11 @@ static int projector_cluster_check(projector_t *projector, const sz_journal_head
                  sz_u128_format(header->cluster_id, source));
         return -ESTALE;
     }
-    sz_postgres_batch_begin(projector->batches[projector->current],
-                            projector->positions.postgres_op, header->cluster_id);
+    for (uint32_t index = 0; index < 2; index++) {
+        projector_stream_t *stream = &projector->streams[index];
+        sz_postgres_batch_begin(stream->batches[stream->current], stream->position,
+                                header->cluster_id);
+    }
     return 0;
 }
 
@@ -309,9 +351,10 @@ static int projector_entry(projector_t *projector, const sz_journal_header_t *he
                            const void *body) {
     int result = projector_cluster_check(projector, header);
     if (result < 0) return result;
-    bool postgres_wants = header->op > projector->positions.postgres_op;
+    bool transfers_want = header->op > projector->streams[0].position;
+    bool entries_want = header->op > projector->streams[1].position;
     bool kafka_wants = projector->kafka != NULL && header->op > projector->positions.kafka_op;
-    if (postgres_wants && projector->stats->write_ns == 0) {
+    if ((transfers_want || entries_want) && projector->stats->write_ns == 0) {
         projector->stats->write_ns = projector_clock_ns();
         projector->stats->rebuild_ns = projector->stats->write_ns - projector->stats->rebuild_ns;
         projector->batch_started_ns = projector->stats->write_ns;
@@ -319,8 +362,8 @@ static int projector_entry(projector_t *projector, const sz_journal_header_t *he
     sz_learner_op_t op;
     sz_journal_problem_t problem;
     for (;;) {
-        result = sz_learner_apply(projector->learner, header, body, postgres_wants || kafka_wants,
-                                  &op, &problem);
+        result = sz_learner_apply(projector->learner, header, body,
+                                  transfers_want || entries_want || kafka_wants, &op, &problem);
         if (result != -ENOBUFS) break;
         result = projector_flush(projector, false); /* the dirty set is full: write it out */
         if (result != 0) return result < 0 ? result : -EINTR;
@@ -331,8 +374,8 @@ static int projector_entry(projector_t *projector, const sz_journal_header_t *he
     }
     projector->stats->op_last = header->op;
     projector->timestamp_last = header->timestamp;
-    /* Ops at or below the position are in Postgres with the accounts as they were then. */
-    if (!postgres_wants) sz_learner_dirty_clear(projector->learner);
+    /* Accounts of ops at or below the entries position are in Postgres as they were then. */
+    if (!entries_want) sz_learner_dirty_clear(projector->learner);
     if (kafka_wants) {
         /* The stored transfers carry what applied (clamped amounts, what posts inherit). */
         result = header->operation == SZ_OPERATION_EXPIRE_PENDING
@@ -346,13 +389,16 @@ static int projector_entry(projector_t *projector, const sz_journal_header_t *he
             return result;
         }
     }
-    if (!postgres_wants) return 0;
-    sz_postgres_batch_t *batch = projector->batches[projector->current];
-    result = sz_postgres_batch_add_op(batch, &op);
-    if (result < 0) {
-        snprintf(projector->error, projector->error_size, "%s",
-                 sz_postgres_batch_error_message(batch));
-        return result;
+    for (uint32_t index = 0; index < 2; index++) {
+        if (!(index == 0 ? transfers_want : entries_want)) continue;
+        projector_stream_t *stream = &projector->streams[index];
+        sz_postgres_batch_t *batch = stream->batches[stream->current];
+        result = sz_postgres_batch_add_op(batch, &op);
+        if (result < 0) {
+            snprintf(projector->error, projector->error_size, "%s",
+                     sz_postgres_batch_error_message(batch));
+            return result;
+        }
     }
     projector->batch_rows += op.transfer_count + op.line_count + op.result_count + op.expired_count;
     return 0;
@@ -377,13 +423,14 @@ static int projector_open(projector_t *projector) {
                  "cannot reserve the projector's ledger: %s", strerror(-result));
         return result;
     }
-    result = sz_postgres_open(options->conninfo, &projector->sink);
-    if (result < 0) {
-        snprintf(projector->error, projector->error_size, "out of memory");
-        return result;
-    }
     for (uint32_t index = 0; index < 2; index++) {
-        result = sz_postgres_batch_init(&projector->batches[index]);
+        projector_stream_t *stream = &projector->streams[index];
+        stream->projector = projector;
+        stream->kind = index == 0 ? SZ_POSTGRES_STREAM_TRANSFERS : SZ_POSTGRES_STREAM_ENTRIES;
+        result = sz_postgres_open(options->conninfo, &stream->sink);
+        for (uint32_t batch = 0; result == 0 && batch < 2; batch++) {
+            result = sz_postgres_batch_init(stream->kind, &stream->batches[batch]);
+        }
         if (result < 0) {
             snprintf(projector->error, projector->error_size, "out of memory");
             return result;
@@ -391,20 +438,33 @@ static int projector_open(projector_t *projector) {
     }
     result = projector_connect(projector);
     if (result != 0) return result;
-    pthread_mutex_init(&projector->mutex, NULL);
-    pthread_cond_init(&projector->cond, NULL);
-    result = -pthread_create(&projector->writer, NULL, projector_writer, projector);
-    if (result < 0) {
-        snprintf(projector->error, projector->error_size, "cannot start the writer thread");
-        return result;
+    projector->streams[0].position = projector->positions.postgres_op;
+    projector->streams[1].position = projector->positions.entries_op;
+    for (uint32_t index = 0; index < 2; index++) {
+        projector_stream_t *stream = &projector->streams[index];
+        pthread_mutex_init(&stream->mutex, NULL);
+        pthread_cond_init(&stream->cond, NULL);
+        result = -pthread_create(&stream->thread, NULL, projector_writer, stream);
+        if (result < 0) {
+            pthread_mutex_destroy(&stream->mutex);
+            pthread_cond_destroy(&stream->cond);
+            snprintf(projector->error, projector->error_size, "cannot start a writer thread");
+            return result;
+        }
+        stream->started = true;
     }
-    projector->writer_started = true;
     projector->kafka_stored_op = projector->positions.kafka_op;
     projector->kafka_handed_op = projector->positions.kafka_op;
-    projector->stats->op_resumed = projector->positions.postgres_op;
-    projector->stats->op_position = projector->positions.postgres_op;
-    projector_log(projector, "level=info msg=resuming postgres_op=%" PRIu64 " kafka_op=%" PRIu64,
-                  projector->positions.postgres_op, projector->positions.kafka_op);
+    uint64_t position = projector->positions.postgres_op < projector->positions.entries_op
+                            ? projector->positions.postgres_op
+                            : projector->positions.entries_op;
+    projector->stats->op_resumed = position;
+    projector->stats->op_position = position;
+    projector_log(projector,
+                  "level=info msg=resuming postgres_op=%" PRIu64 " entries_op=%" PRIu64
+                  " kafka_op=%" PRIu64,
+                  projector->positions.postgres_op, projector->positions.entries_op,
+                  projector->positions.kafka_op);
     if (options->kafka != NULL) {
         result = sz_kafka_open(options->kafka, &projector->kafka, projector->error,
                                projector->error_size);
@@ -414,19 +474,32 @@ static int projector_open(projector_t *projector) {
 }
 
 static void projector_close(projector_t *projector) {
-    if (projector->writer_started) {
-        pthread_mutex_lock(&projector->mutex);
-        __atomic_store_n(&projector->writer_quit, true, __ATOMIC_RELEASE);
-        pthread_cond_broadcast(&projector->cond);
-        pthread_mutex_unlock(&projector->mutex);
-        pthread_join(projector->writer, NULL);
-        pthread_mutex_destroy(&projector->mutex);
-        pthread_cond_destroy(&projector->cond);
+    __atomic_store_n(&projector->quitting, true, __ATOMIC_RELEASE);
+    for (uint32_t index = 0; index < 2; index++) {
+        projector_stream_t *stream = &projector->streams[index];
+        if (stream->started) {
+            pthread_mutex_lock(&stream->mutex);
+            stream->quit = true;
+            pthread_cond_broadcast(&stream->cond);
+            pthread_mutex_unlock(&stream->mutex);
+            pthread_join(stream->thread, NULL);
+            pthread_mutex_destroy(&stream->mutex);
+            pthread_cond_destroy(&stream->cond);
+        }
+        for (uint32_t batch = 0; batch < 2; batch++) sz_postgres_batch_free(stream->batches[batch]);
+        sz_postgres_close(stream->sink);
     }
-    for (uint32_t index = 0; index < 2; index++) sz_postgres_batch_free(projector->batches[index]);
     sz_kafka_close(projector->kafka, 5000);
-    sz_postgres_close(projector->sink);
     sz_learner_deinit(projector->learner);
+}
+
+static bool projector_pending(const projector_t *projector) {
+    for (uint32_t index = 0; index < 2; index++) {
+        const projector_stream_t *stream = &projector->streams[index];
+        if (!sz_postgres_batch_empty(stream->batches[stream->current])) return true;
+    }
+    return projector->kafka != NULL &&
+           sz_kafka_delivered_op(projector->kafka) > projector->kafka_handed_op;
 }
 
 static int projector_loop(projector_t *projector) {
@@ -465,10 +538,7 @@ static int projector_loop(projector_t *projector) {
                 return result;
             }
         }
-        bool pending = !sz_postgres_batch_empty(projector->batches[projector->current]) ||
-                       (projector->kafka != NULL &&
-                        sz_kafka_delivered_op(projector->kafka) > projector->kafka_handed_op);
-        if (pending && projector_batch_due(projector, idle)) {
+        if (projector_pending(projector) && projector_batch_due(projector, idle)) {
             result = projector_flush(projector, false);
             if (result == 1) return 0;
             if (result < 0) return result;

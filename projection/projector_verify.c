@@ -29,10 +29,11 @@ typedef struct verify {
     size_t error_size;
 } verify_t;
 
-static int verify_rebuild(verify_t *verify, sz_source_t *source, uint64_t op_position,
-                          verify_counts_t *counts) {
-    memset(counts, 0, sizeof(*counts));
-    while (sz_learner_op_last(verify->learner) < op_position) {
+/* Applies ops up to op_until, counting transfers, rejected and expired of ops up to
+ * positions->postgres_op and lines of ops up to positions->entries_op. */
+static int verify_rebuild(verify_t *verify, sz_source_t *source, uint64_t op_until,
+                          const sz_postgres_positions_t *positions, verify_counts_t *counts) {
+    while (sz_learner_op_last(verify->learner) < op_until) {
         const sz_journal_header_t *header = NULL;
         const void *body = NULL;
         int result = sz_source_next(source, &header, &body, 1000);
@@ -40,7 +41,7 @@ static int verify_rebuild(verify_t *verify, sz_source_t *source, uint64_t op_pos
         if (result == -ENODATA) {
             snprintf(verify->error, verify->error_size,
                      "the source ends at op %" PRIu64 " but Postgres holds ops up to %" PRIu64,
-                     sz_learner_op_last(verify->learner), op_position);
+                     sz_learner_op_last(verify->learner), op_until);
             return -EUCLEAN;
         }
         if (result < 0) {
@@ -55,10 +56,12 @@ static int verify_rebuild(verify_t *verify, sz_source_t *source, uint64_t op_pos
             return result;
         }
         sz_learner_dirty_clear(verify->learner);
-        counts->transfer_count += op.transfer_count;
-        counts->line_count += op.line_count;
-        counts->rejected_count += op.result_count;
-        counts->expired_count += op.expired_count;
+        if (header->op <= positions->postgres_op) {
+            counts->transfer_count += op.transfer_count;
+            counts->rejected_count += op.result_count;
+            counts->expired_count += op.expired_count;
+        }
+        if (header->op <= positions->entries_op) counts->line_count += op.line_count;
     }
     return 0;
 }
@@ -136,42 +139,29 @@ static int verify_zero(verify_t *verify, const char *what, const char *sql) {
     return 0;
 }
 
-static int verify_compare(verify_t *verify, uint64_t op_position, const verify_counts_t *counts) {
+static int verify_count_ops(verify_t *verify, const char *what, const char *table,
+                            uint64_t op_position, uint64_t expected) {
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM sumzero.%s WHERE op <= %" PRIu64, table,
+             op_position);
+    int result = verify_count(verify, what, sql, expected);
+    if (result < 0) return result;
+    char beyond[128];
+    snprintf(beyond, sizeof(beyond), "%s beyond the position", table);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM sumzero.%s WHERE op > %" PRIu64, table,
+             op_position);
+    return verify_count(verify, beyond, sql, 0);
+}
+
+/* The entries stream, with the ledger at its position: lines and accounts. */
+static int verify_entries(verify_t *verify, uint64_t op_position, const verify_counts_t *counts) {
     sz_ledger_stats_t ledger_stats;
     sz_ledger_stats(sz_learner_ledger(verify->learner), &ledger_stats);
-    char sql[256];
-    int result = 0;
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM sumzero.transfers WHERE op <= %" PRIu64,
-             op_position);
-    result = verify_count(verify, "transfers", sql, counts->transfer_count);
-    if (result == 0) {
-        snprintf(sql, sizeof(sql), "SELECT count(*) FROM sumzero.entries WHERE op <= %" PRIu64,
-                 op_position);
-        result = verify_count(verify, "entries (lines)", sql, counts->line_count);
-    }
-    if (result == 0) {
-        snprintf(sql, sizeof(sql), "SELECT count(*) FROM sumzero.rejected WHERE op <= %" PRIu64,
-                 op_position);
-        result = verify_count(verify, "rejected events", sql, counts->rejected_count);
-    }
-    if (result == 0) {
-        snprintf(sql, sizeof(sql), "SELECT count(*) FROM sumzero.expirations WHERE op <= %" PRIu64,
-                 op_position);
-        result = verify_count(verify, "expired pending transfers", sql, counts->expired_count);
-    }
+    int result = verify_count_ops(verify, "entries (lines)", "entries", op_position,
+                                  counts->line_count);
     if (result == 0) {
         result = verify_count(verify, "accounts", "SELECT count(*) FROM sumzero.accounts",
                               ledger_stats.account_count);
-    }
-    if (result == 0) {
-        snprintf(sql, sizeof(sql), "SELECT count(*) FROM sumzero.transfers WHERE op > %" PRIu64,
-                 op_position);
-        result = verify_count(verify, "transfers beyond the position", sql, 0);
-    }
-    if (result == 0) {
-        result = verify_zero(verify, "transfer ids written twice",
-                             "SELECT count(*) FROM (SELECT id FROM sumzero.transfers GROUP BY id "
-                             "HAVING count(*) > 1) AS twice");
     }
     if (result == 0) {
         result = verify_zero(verify, "ledgers whose lines do not sum to zero",
@@ -186,6 +176,40 @@ static int verify_compare(verify_t *verify, uint64_t op_position, const verify_c
             "coalesce(e.total, 0) <> a.credits_posted - a.debits_posted");
     }
     if (result == 0) result = verify_accounts(verify);
+    return result;
+}
+
+/* The transfers stream: transfers, rejected events, expirations. */
+static int verify_transfers(verify_t *verify, uint64_t op_position, const verify_counts_t *counts) {
+    int result = verify_count_ops(verify, "transfers", "transfers", op_position,
+                                  counts->transfer_count);
+    if (result == 0) {
+        result = verify_count_ops(verify, "rejected events", "rejected", op_position,
+                                  counts->rejected_count);
+    }
+    if (result == 0) {
+        result = verify_count_ops(verify, "expired pending transfers", "expirations",
+                                  op_position, counts->expired_count);
+    }
+    if (result == 0) {
+        result = verify_zero(verify, "transfer ids written twice",
+                             "SELECT count(*) FROM (SELECT id FROM sumzero.transfers GROUP BY id "
+                             "HAVING count(*) > 1) AS twice");
+    }
+    return result;
+}
+
+static int verify_compare(verify_t *verify, sz_source_t *source,
+                          const sz_postgres_positions_t *positions) {
+    verify_counts_t counts;
+    memset(&counts, 0, sizeof(counts));
+    uint64_t op_last = positions->postgres_op > positions->entries_op ? positions->postgres_op
+                                                                     : positions->entries_op;
+    /* The ledger must stand at the entries position to compare balances. */
+    int result = verify_rebuild(verify, source, positions->entries_op, positions, &counts);
+    if (result == 0) result = verify_entries(verify, positions->entries_op, &counts);
+    if (result == 0) result = verify_rebuild(verify, source, op_last, positions, &counts);
+    if (result == 0) result = verify_transfers(verify, positions->postgres_op, &counts);
     return result;
 }
 
@@ -207,17 +231,17 @@ int sz_projector_verify(const sz_projector_options_t *options, FILE *report, cha
         snprintf(error_out, error_size, "%s",
                  verify.sink != NULL ? sz_postgres_error_message(verify.sink) : "out of memory");
     }
-    verify_counts_t counts;
     if (result == 0) {
-        fprintf(report, "verify: postgres holds ops 1..%" PRIu64 "; rebuilding the ledger\n",
-                positions.postgres_op);
-        result = verify_rebuild(&verify, options->source, positions.postgres_op, &counts);
+        fprintf(report,
+                "verify: postgres holds transfers of ops 1..%" PRIu64 ", lines and accounts of "
+                "ops 1..%" PRIu64 "; rebuilding the ledger\n",
+                positions.postgres_op, positions.entries_op);
+        result = verify_compare(&verify, options->source, &positions);
     }
-    if (result == 0) result = verify_compare(&verify, positions.postgres_op, &counts);
     if (result == 0) {
-        fprintf(report, "verify: %s (%" PRIu64 " mismatches) at op %" PRIu64 "\n",
+        fprintf(report, "verify: %s (%" PRIu64 " mismatches) at ops %" PRIu64 " and %" PRIu64 "\n",
                 verify.mismatch_count == 0 ? "ok" : "FAILED", verify.mismatch_count,
-                positions.postgres_op);
+                positions.postgres_op, positions.entries_op);
         result = verify.mismatch_count == 0 ? 0 : 1;
     }
     sz_postgres_close(verify.sink);

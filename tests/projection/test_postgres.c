@@ -230,6 +230,11 @@ Test(postgres, a_projector_killed_repeatedly_resumes_without_gap_or_duplicate,
                  "SELECT count(*) FROM sumzero.transfers WHERE op > %llu",
                  (unsigned long long)position);
         cr_assert_eq(postgres_number(sql), 0);
+        uint64_t entries_position =
+            postgres_number("SELECT op FROM sumzero.position WHERE name = 'entries'");
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM sumzero.entries WHERE op > %llu",
+                 (unsigned long long)entries_position);
+        cr_assert_eq(postgres_number(sql), 0, "lines beyond the entries position");
         cr_assert_eq(postgres_number("SELECT count(*) - count(DISTINCT id) FROM sumzero.transfers"),
                      0);
         position_before = position;

@@ -182,6 +182,11 @@ Test(project, a_projector_killed_again_and_again_ends_exact, .init = project_set
         snprintf(sql, sizeof(sql), "SELECT count(*) FROM sumzero.transfers WHERE op > %llu",
                  (unsigned long long)position);
         cr_assert_eq(project_number(sql), 0, "rows beyond the position");
+        uint64_t entries_position =
+            project_number("SELECT op FROM sumzero.position WHERE name = 'entries'");
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM sumzero.entries WHERE op > %llu",
+                 (unsigned long long)entries_position);
+        cr_assert_eq(project_number(sql), 0, "lines beyond the entries position");
         cr_assert_eq(project_number("SELECT count(*) - count(DISTINCT id) FROM sumzero.transfers"),
                      0, "a transfer written twice");
         position_before = position;
