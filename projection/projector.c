@@ -69,6 +69,7 @@ typedef struct projector {
     uint64_t batch_started_ns;
     uint64_t kafka_stored_op; /* committed to Postgres */
     uint64_t kafka_handed_op; /* in a batch handed to the writer */
+    uint64_t kafka_given_op;  /* the last op produced to Kafka */
     uint64_t timestamp_last;  /* of the last op applied */
     uint64_t progress_logged_ns;
     uint64_t progress_transfer_count;
@@ -388,6 +389,7 @@ static int projector_entry(projector_t *projector, const sz_journal_header_t *he
                      sz_kafka_error_message(projector->kafka));
             return result;
         }
+        projector->kafka_given_op = header->op;
     }
     for (uint32_t index = 0; index < 2; index++) {
         if (!(index == 0 ? transfers_want : entries_want)) continue;
@@ -502,10 +504,22 @@ static bool projector_pending(const projector_t *projector) {
            sz_kafka_delivered_op(projector->kafka) > projector->kafka_handed_op;
 }
 
+/* Before the last commit: lets Kafka deliver what was produced (up to 10 s), so the
+ * position stored with it is the last op and a restart sends nothing again. */
+static void projector_kafka_drain(projector_t *projector) {
+    if (projector->kafka == NULL) return;
+    uint64_t deadline_ns = projector_clock_ns() + 10000000000ull;
+    while (sz_kafka_delivered_op(projector->kafka) < projector->kafka_given_op &&
+           projector_clock_ns() < deadline_ns) {
+        if (sz_kafka_poll(projector->kafka, 50) < 0) return;
+    }
+}
+
 static int projector_loop(projector_t *projector) {
     const sz_projector_options_t *options = projector->options;
     for (;;) {
         if (projector_stopping(projector)) {
+            projector_kafka_drain(projector);
             int stopped = projector_flush(projector, true);
             return stopped == 1 ? 0 : stopped;
         }
@@ -523,6 +537,7 @@ static int projector_loop(projector_t *projector) {
                 nanosleep(&pause, NULL);
             }
         } else if (result == -ENODATA) {
+            projector_kafka_drain(projector);
             result = projector_flush(projector, true);
             return result == 1 ? 0 : result;
         } else {

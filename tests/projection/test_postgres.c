@@ -7,6 +7,8 @@
  * SUMZERO_SEED picks the seed (printed). */
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -316,4 +318,83 @@ Test(postgres, a_projector_retries_while_postgres_is_down_and_catches_up,
     postgres_verify_ok(&workload);
     free(context);
     sz_workload_free(&workload);
+}
+
+/* ---- Kafka beside Postgres (librdkafka's mock cluster, in-process) ---- */
+
+#define KAFKA_TOPIC "sumzero.transfers"
+
+static const char *const kafka_test_properties[] = {
+    "message.timeout.ms=30000", "retry.backoff.ms=20", "reconnect.backoff.ms=20",
+    "reconnect.backoff.max.ms=200", "log_level=3", NULL,
+};
+
+/* Messages in the topic: the sum of the partitions' high watermarks, asked by a client of
+ * its own. */
+static int64_t kafka_message_count(const char *bootstraps) {
+    char reason[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstraps, reason, sizeof(reason)) !=
+        RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_t *handle = rd_kafka_new(RD_KAFKA_PRODUCER, conf, reason, sizeof(reason));
+    if (handle == NULL) return -1;
+    int64_t total = 0;
+    for (int32_t partition = 0; partition < 3; partition++) {
+        int64_t low = 0, high = 0;
+        if (rd_kafka_query_watermark_offsets(handle, KAFKA_TOPIC, partition, &low, &high, 5000) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+            total = -1;
+            break;
+        }
+        total += high;
+    }
+    rd_kafka_destroy(handle);
+    return total;
+}
+
+Test(postgres, kafka_gets_every_op_after_its_stored_position_across_a_restart,
+     .init = postgres_setup, .fini = postgres_teardown) {
+    char reason[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    cr_assert_eq(rd_kafka_conf_set(conf, "log_level", "3", reason, sizeof(reason)),
+                 RD_KAFKA_CONF_OK);
+    rd_kafka_t *handle = rd_kafka_new(RD_KAFKA_PRODUCER, conf, reason, sizeof(reason));
+    cr_assert_not_null(handle, "%s", reason);
+    rd_kafka_mock_cluster_t *mock = rd_kafka_mock_cluster_new(handle, 3);
+    cr_assert_not_null(mock);
+    cr_assert_eq(rd_kafka_mock_topic_create(mock, KAFKA_TOPIC, 3, 3), 0);
+    sz_kafka_config_t kafka = {.brokers = rd_kafka_mock_cluster_bootstraps(mock),
+                               .topic = KAFKA_TOPIC,
+                               .properties = kafka_test_properties};
+
+    sz_workload_t workload;
+    cr_assert_eq(sz_workload_build(&workload, postgres_test_seed(), 40, 200, 100, false), 0);
+    sz_workload_source_t source;
+    sz_workload_source_init(&source, &workload);
+    source.end = workload.entry_count / 2;
+    sz_projector_options_t options = postgres_options(&source.source);
+    options.kafka = &kafka;
+    sz_projector_stats_t stats;
+    char error[512];
+    cr_assert_eq(sz_projector_run(&options, &stats, error, sizeof(error)), 0, "%s", error);
+    cr_assert_eq(postgres_number("SELECT op FROM sumzero.position WHERE name = 'kafka'"),
+                 source.end);
+    /* The second run rebuilds from op 1 and gives Kafka only the ops after its position. */
+    sz_workload_source_init(&source, &workload);
+    cr_assert_eq(sz_projector_run(&options, &stats, error, sizeof(error)), 0, "%s", error);
+    cr_assert_eq(postgres_number("SELECT op FROM sumzero.position WHERE name = 'kafka'"),
+                 workload.entry_count);
+    /* One event per committed transfer and per expired pending transfer, none twice. */
+    uint64_t expected = postgres_number("SELECT count(*) FROM sumzero.transfers") +
+                        postgres_number("SELECT count(*) FROM sumzero.expirations");
+    int64_t produced = kafka_message_count(kafka.brokers);
+    cr_assert_eq(produced, (int64_t)expected, "%lld messages in the topic, %llu expected",
+                 (long long)produced, (unsigned long long)expected);
+    postgres_verify_ok(&workload);
+    sz_workload_free(&workload);
+    rd_kafka_mock_cluster_destroy(mock);
+    rd_kafka_destroy(handle);
 }
