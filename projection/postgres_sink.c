@@ -389,7 +389,10 @@ static int batch_lines(sz_postgres_batch_t *sink, const sz_learner_op_t *op) {
     if (result < 0) return result;
     for (uint32_t index = 0; index < op->line_count; index++) {
         const sz_learner_line_t *line = &op->lines[index];
+        result = batch_timestamp_check(sink, line->timestamp, op->header->op);
+        if (result < 0) return result;
         int64_t when_us = time_us(line->timestamp);
+        batch_time(sink, when_us);
         put_u16(buffer, 9);
         field_int8(buffer, when_us);
         field_int8(buffer, (int64_t)line->timestamp);
@@ -728,35 +731,31 @@ static bool month_known(const sz_postgres_t *sink, int32_t month) {
     return false;
 }
 
-/* Creates the monthly partitions of transfers and entries for every month of the batch and
- * the one after it, so a partition exists before its first row. */
+/* Months cached per transaction: beyond this, partitions are still created, only not
+ * remembered (a batch spanning years of idle ledger is rare and merely slower). */
+#define POSTGRES_MONTHS_CREATED_MAX 64u
+
+/* Creates the stream's monthly partitions (transfers or entries) for every month of the
+ * batch and the one after it, so a partition exists before its first row. */
 static int transaction_partitions(sz_postgres_t *sink, const sz_postgres_batch_t *batch,
                                   int32_t *created, uint32_t *created_count) {
     *created_count = 0;
     if (batch->time_us_min > batch->time_us_max) return 0;
+    const char *table = batch->stream == SZ_POSTGRES_STREAM_TRANSFERS ? "transfers" : "entries";
     int32_t first = month_of(batch->time_us_min);
     int32_t last = month_of(batch->time_us_max) + 1;
-    if (last - first > 24) {
-        snprintf(sink->error_message, sizeof(sink->error_message),
-                 "postgres: one batch spans more than two years of timestamps");
-        return -ERANGE;
-    }
     for (int32_t month = first; month <= last; month++) {
         if (month_known(sink, month)) continue;
         int32_t next = month + 1;
-        char sql[1024];
-        static const char *const tables[] = {"transfers", "entries"};
-        for (uint32_t table = 0; table < 2; table++) {
-            snprintf(sql, sizeof(sql),
-                     "CREATE TABLE IF NOT EXISTS sumzero.%s_%04d_%02d PARTITION OF sumzero.%s "
-                     "FOR VALUES FROM ('%04d-%02d-01 00:00:00+00') TO "
-                     "('%04d-%02d-01 00:00:00+00')",
-                     tables[table], month / 12, month % 12 + 1, tables[table], month / 12,
-                     month % 12 + 1, next / 12, next % 12 + 1);
-            int result = postgres_exec(sink, sql, "create a monthly partition");
-            if (result < 0) return result;
-        }
-        created[(*created_count)++] = month;
+        char sql[512];
+        snprintf(sql, sizeof(sql),
+                 "CREATE TABLE IF NOT EXISTS sumzero.%s_%04d_%02d PARTITION OF sumzero.%s "
+                 "FOR VALUES FROM ('%04d-%02d-01 00:00:00+00') TO ('%04d-%02d-01 00:00:00+00')",
+                 table, month / 12, month % 12 + 1, table, month / 12, month % 12 + 1,
+                 next / 12, next % 12 + 1);
+        int result = postgres_exec(sink, sql, "create a monthly partition");
+        if (result < 0) return result;
+        if (*created_count < POSTGRES_MONTHS_CREATED_MAX) created[(*created_count)++] = month;
     }
     return 0;
 }
@@ -881,7 +880,7 @@ int sz_postgres_commit(sz_postgres_t *sink, const sz_postgres_batch_t *batch) {
     }
     int result = postgres_exec(sink, "BEGIN", "begin");
     if (result < 0) return result;
-    int32_t created[32];
+    int32_t created[POSTGRES_MONTHS_CREATED_MAX];
     uint32_t created_count = 0;
     result = transaction_body(sink, batch, created, &created_count);
     if (result != 0) {

@@ -116,6 +116,7 @@ Test(postgres, a_random_workload_is_projected_exactly_once_and_verifies,
     cr_assert_eq(result, 0, "run: %s", error);
     cr_assert_eq(stats.op_position, workload.entry_count);
     cr_assert_gt(stats.batch_count, 3);
+    cr_assert_eq(stats.retry_count, 0, "no transaction may fail (a partition missing...)");
     uint64_t expected = workload_transfer_rows(&workload);
     cr_assert_eq(postgres_number("SELECT count(*) FROM sumzero.transfers"), expected);
     cr_assert_eq(postgres_number("SELECT count(DISTINCT id) FROM sumzero.transfers"), expected);
