@@ -463,6 +463,7 @@ Test(reader, reads_early_segments_from_the_archive_directory,
     char expected[64];
     snprintf(expected, sizeof(expected), "(%llu)", (unsigned long long)op_first);
     cr_assert_not_null(strstr(problem.reason, expected), "%s", problem.reason);
+    cr_assert_eq(problem.op, op_first, "the problem names the first op available");
     reader = reader_open_at(op_first, NULL);
     cr_assert_eq(reader_read_all(reader, op_first, JOURNAL_OPS), JOURNAL_OPS + 1 - op_first);
     sz_journal_reader_close(reader);
