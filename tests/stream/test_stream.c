@@ -32,7 +32,7 @@
 #include "projection/source.h"
 #include "sumzero.h"
 
-#define OP_COUNT_MAX 65536u
+#define OP_COUNT_MAX 262144u
 #define BATCH_MAX 500u
 #define WAIT_MS 30000u
 
@@ -323,9 +323,25 @@ Test(stream, a_subscriber_from_op_1_gets_exactly_the_journal_while_writes_run,
     writer_t writer;
     pthread_t thread;
     writer_start(&writer, &thread, client, 1, 80000);
-    while (!atomic_load(&writer.done)) subscriber_read(subscriber, 10);
+    /* The server's lag gauge, sampled while the subscriber keeps up. */
+    uint64_t lag_max = 0;
+    uint64_t sample_count = 0;
+    uint64_t sample_ms = 0;
+    while (!atomic_load(&writer.done)) {
+        subscriber_read(subscriber, 10);
+        if (sz_test_clock_ms() >= sample_ms) {
+            uint64_t lag = metric_read(server.metrics_port, "sumzero_subscription_lag_ops");
+            if (lag > lag_max) lag_max = lag;
+            sample_count++;
+            sample_ms = sz_test_clock_ms() + 20;
+        }
+    }
     writer_join(&writer, thread);
     journal_read();
+    fprintf(stderr, "test_stream: live subscriber: lag at most %llu ops in %llu samples, "
+                    "%llu ops of %llu transfers\n",
+            (unsigned long long)lag_max, (unsigned long long)sample_count,
+            (unsigned long long)journal_copy.op_last, 80000ull);
     cr_assert_gt(journal_copy.bytes, 8u << 20, "the journal spans several 4 MiB segments");
     subscriber_until(subscriber, journal_copy.op_last);
     subscriber_matches_journal(subscriber);
@@ -534,6 +550,73 @@ Test(stream, bad_subscribe_requests_get_their_statuses,
     cr_assert_eq(rename(to, from), 0);
     cr_assert_eq(metric_read(server.metrics_port, "sumzero_subscriptions_total{status=\"op_ahead\"}"), 2);
     sumzero_client_close(client);
+    cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
+}
+
+/* A journal of op_count small ops written directly through the journal API (op 1 creates
+ * two accounts, every later op one transfer: 256-byte entries), for the server to recover. */
+static void journal_small_write(uint64_t op_count) {
+    sz_storage_t *storage = NULL;
+    cr_assert_eq(sz_storage_uring_init(directory, &storage), 0);
+    sz_journal_format_options_t format = {.segment_size = 4u << 20};
+    cr_assert_eq(sz_journal_format(storage, &format), 0);
+    sz_journal_options_t options = {0};
+    sz_journal_t *journal = NULL;
+    cr_assert_eq(sz_journal_open(storage, &options, &journal, NULL), 0);
+    uint64_t timestamp = 1600000000000000000ull;
+    for (uint64_t op = 1; op <= op_count; op++) {
+        uint8_t body[2 * 128];
+        memset(body, 0, sizeof(body));
+        sz_journal_append_t entry = {.timestamp = timestamp, .client_id = 5,
+                                     .request_number = (uint32_t)op};
+        if (op == 1) {
+            sz_account_t accounts[2] = {{.id = 1, .ledger = 1, .code = 1},
+                                        {.id = 2, .ledger = 1, .code = 1}};
+            memcpy(body, accounts, sizeof(accounts));
+            entry.operation = SZ_OPERATION_CREATE_ACCOUNTS;
+            entry.event_count = 2;
+        } else {
+            sz_transfer_t transfer = {.id = op, .debit_account_id = 1 + op % 2,
+                                      .credit_account_id = 2 - op % 2, .amount = 1,
+                                      .ledger = 1, .code = 1};
+            memcpy(body, &transfer, sizeof(transfer));
+            entry.operation = SZ_OPERATION_CREATE_TRANSFERS;
+            entry.event_count = 1;
+        }
+        timestamp += entry.event_count;
+        int result = sz_journal_append(journal, &entry, body, NULL);
+        /* Bounded: each poll completes a write or fails. */
+        while (result == -EAGAIN) {
+            cr_assert_eq(sz_journal_poll(journal, true), 0);
+            result = sz_journal_append(journal, &entry, body, NULL);
+        }
+        cr_assert_eq(result, 0);
+        cr_assert_eq(sz_journal_poll(journal, false), 0);
+    }
+    cr_assert_eq(sz_journal_flush(journal), 0);
+    sz_journal_deinit(journal);
+    sz_storage_deinit(storage);
+}
+
+Test(stream, a_subscriber_catches_up_on_200000_small_entries,
+     .init = setup, .fini = teardown, .timeout = 180) {
+    journal_small_write(200000);
+    server_start(&server, NULL);
+    journal_read();
+    cr_assert_eq(journal_copy.op_last, 200000);
+    uint64_t started_ms = sz_test_clock_ms();
+    subscriber_t *subscriber = subscriber_open(server.address, 1);
+    subscriber_until(subscriber, journal_copy.op_last);
+    uint64_t elapsed_ms = sz_test_clock_ms() - started_ms + 1;
+    subscriber_matches_journal(subscriber);
+    fprintf(stderr,
+            "test_stream: catch-up of %llu small entries (%llu bytes) in %llu ms: %llu "
+            "entries/s, %llu MB/s (provisional: shared machine)\n",
+            (unsigned long long)journal_copy.op_last, (unsigned long long)subscriber->bytes,
+            (unsigned long long)elapsed_ms,
+            (unsigned long long)(journal_copy.op_last * 1000 / elapsed_ms),
+            (unsigned long long)(subscriber->bytes / 1000 / elapsed_ms));
+    subscriber_close(subscriber);
     cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
 }
 
