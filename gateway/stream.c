@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -463,6 +464,18 @@ int sz_stream_subscribe(sz_stream_t *stream, int fd, const sz_frame_header_t *re
 
 /* ---- open and close --------------------------------------------------------------- */
 
+/* Each subscriber holds three descriptors (its socket, a segment, the next segment): raise
+ * the soft limit to the hard one if the default would not hold them beside the rest. */
+static void stream_files_limit_raise(uint32_t subscribers_max) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+    rlim_t wanted = (rlim_t)subscribers_max * 3u + 256u;
+    if (limit.rlim_cur >= wanted) return;
+    limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? wanted : limit.rlim_max;
+    /* Failing costs refusals (UNAVAILABLE) at the limit, not correctness. */
+    (void)setrlimit(RLIMIT_NOFILE, &limit);
+}
+
 int sz_stream_open(const sz_stream_config_t *config, sz_stream_t **stream_out, char *error_out,
                    size_t error_size) {
     SZ_ASSERT(config != NULL && stream_out != NULL);
@@ -498,6 +511,7 @@ int sz_stream_open(const sz_stream_config_t *config, sz_stream_t **stream_out, c
     stream->epoll_fd = stream->wake_fd = -1;
     pthread_mutex_init(&stream->lock, NULL);
     uint32_t max = stream->config.subscribers_max;
+    stream_files_limit_raise(max);
     stream->handovers = calloc(max, sizeof(handover_t));
     stream->taken = calloc(max, sizeof(handover_t));
     stream->subscribers = calloc(max, sizeof(subscriber_t));
