@@ -564,7 +564,8 @@ static int reader_locate(sz_journal_reader_t *reader, uint32_t first, uint32_t l
     snprintf(reason, sizeof(reason),
              "op %llu is before the first op available (%llu); older segments were retired",
              (unsigned long long)reader->op_from, (unsigned long long)op_first_seen);
-    problem_set(problem, first, 0, reader->op_from, reason);
+    /* The problem's op is the first op available (0 if none), for a server's answer. */
+    problem_set(problem, first, 0, op_first_seen, reason);
     return -ENOENT;
 }
 
@@ -605,7 +606,7 @@ int sz_journal_reader_open(const sz_journal_reader_options_t *options,
         goto fail;
     }
     if (!found) {
-        problem_set(problem_out, 0, 0, options->op_from, "no journal segment found");
+        problem_set(problem_out, 0, 0, 0, "no journal segment found");
         result = -ENOENT;
         goto fail;
     }

@@ -21,7 +21,7 @@
  *   is damage or I/O: -EUCLEAN with problem_out naming file, offset and op (for example
  *   a valid entry that does not chain to the one before, or a missing segment in the
  *   middle), -ENOENT when op_from is not in any segment found (open: retired segments;
- *   problem_out's reason names the first op available). Entries below op_from are read
+ *   problem_out->op is then the first op available, or 0 when no segment holds one). Entries below op_from are read
  *   and checked but not handed out; op_from may be past the end (next() returns 0 until
  *   it is written). Bodies are 128-byte aligned, as records are.
  * - close() accepts NULL. */

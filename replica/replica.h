@@ -52,6 +52,9 @@ typedef struct sz_replica_config {
     /* The time source (ns since the Unix epoch); NULL for CLOCK_REALTIME. A deterministic
      * simulator passes its own. */
     uint64_t (*clock_now_ns)(void *context);
+    /* Subscriptions (helper stream): may be NULL; called on the ledger thread with the
+     * new op_committed once per pass that committed ops (not per op); must not block. */
+    void (*committed)(uint64_t op_committed, void *context);
 } sz_replica_config_t;
 
 typedef struct sz_replica_info {

@@ -188,20 +188,16 @@ static int project_open_source(const project_arguments_t *arguments, sz_source_t
     if (arguments->journal != NULL) {
         result = sz_source_journal_open(arguments->journal, 1, source_out, error, sizeof(error));
     } else {
-#ifdef SZ_HAVE_SOURCE_SERVER
         sz_source_server_options_t options = {.address = arguments->address,
                                               .cluster_id = arguments->cluster_id,
                                               .op_from = 1};
         result = sz_source_server_open(&options, source_out, error, sizeof(error));
-#else
-        snprintf(error, sizeof(error), "this sumzero was built without the server subscription");
-#endif
     }
     if (result < 0) {
         fprintf(stderr, "sumzero project: %s\n", error);
         if (result == -ENOENT) return EX_NOINPUT;
         if (result == -EUCLEAN) return EX_DATAERR;
-        if (result == -ENOTSUP) return EX_UNAVAILABLE;
+        if (result == -EPROTO) return EX_DATAERR;
         return arguments->address != NULL ? EX_UNAVAILABLE : EX_IOERR;
     }
     return EX_OK;

@@ -26,6 +26,7 @@ typedef struct start_arguments {
     sz_ledger_config_t ledger;
     sz_gateway_config_t gateway;
     uint32_t clients_max;
+    uint32_t subscribers_max; /* subscriptions (helper stream) */
 } start_arguments_t;
 
 /* The flags that take a number: name, environment variable, where it goes, its limits. */
@@ -49,6 +50,7 @@ enum {
     NUMBER_REQUESTS_PER_SECOND,
     NUMBER_EVENTS_PER_SECOND,
     NUMBER_IDLE_TIMEOUT_MS,
+    NUMBER_SUBSCRIBERS_MAX, /* subscriptions (helper stream) */
     NUMBER_COUNT,
 };
 
@@ -67,6 +69,8 @@ static const start_number_t start_numbers[NUMBER_COUNT] = {
                                   UINT64_MAX / 2, 1},
     [NUMBER_IDLE_TIMEOUT_MS] = {"idle-timeout-ms", "SUMZERO_IDLE_TIMEOUT_MS", 1,
                                 UINT64_MAX / 1000000, 1000000},
+    [NUMBER_SUBSCRIBERS_MAX] = {"subscribers-max", "SUMZERO_SUBSCRIBERS_MAX", 1,
+                                SZ_STREAM_SUBSCRIBERS_MAX, 1},
 };
 
 static void start_usage(FILE *stream) {
@@ -102,6 +106,8 @@ static void start_usage(FILE *stream) {
             "                           SUMZERO_EVENTS_PER_SECOND; default 0)\n"
             "  --idle-timeout-ms N      close connections idle this long (env\n"
             "                           SUMZERO_IDLE_TIMEOUT_MS; default 300000)\n"
+            "  --subscribers-max N      subscriptions to the committed stream at once (env\n"
+            "                           SUMZERO_SUBSCRIBERS_MAX; default 16)\n"
             "exit: 0 stopped by SIGTERM/SIGINT, 64 usage, 65 corrupt journal, 69 address in use,\n"
             "      74 I/O error, 75 data directory locked, 78 a capacity too small\n",
             START_RING_CAPACITY);
@@ -120,6 +126,7 @@ static int start_number_set(start_arguments_t *arguments, uint32_t number, uint6
     case NUMBER_REQUESTS_PER_SECOND: arguments->gateway.requests_per_second_max = value; break;
     case NUMBER_EVENTS_PER_SECOND: arguments->gateway.events_per_second_max = value; break;
     case NUMBER_IDLE_TIMEOUT_MS: arguments->gateway.idle_timeout_ns = value; break;
+    case NUMBER_SUBSCRIBERS_MAX: arguments->subscribers_max = (uint32_t)value; break;
     default: SZ_ASSERT(false);
     }
     return EX_OK;
@@ -282,11 +289,37 @@ typedef struct start_server {
     sz_replica_t *replica;
     sz_gateway_t *gateway;
     int replica_result;
+    sz_stream_t *stream; /* subscriptions (helper stream) */
 } start_server_t;
 
 static void start_on_replies(void *context) {
     start_server_t *server = context;
     sz_gateway_wake(server->gateway);
+}
+
+/* Subscriptions (helper stream): the ledger thread publishes its committed op. */
+static void start_on_committed(uint64_t op_committed, void *context) {
+    start_server_t *server = context;
+    if (server->stream != NULL) sz_stream_publish(server->stream, op_committed);
+}
+
+static void *start_stream_thread(void *context) {
+    start_server_t *server = context;
+    int result = sz_stream_run(server->stream);
+    if (result < 0) fprintf(stderr, "level=error msg=stream_stopped error=\"%s\"\n", strerror(-result));
+    return NULL;
+}
+
+static int start_stream(const start_arguments_t *arguments, start_server_t *server) {
+    sz_replica_info_t info;
+    sz_replica_info(server->replica, &info);
+    sz_stream_config_t config = {.cluster_id = info.cluster_id, .directory = arguments->directory,
+                                 .subscribers_max = arguments->subscribers_max,
+                                 .op_committed = info.op_committed, .metrics = &server->metrics};
+    char error[256] = "";
+    int result = sz_stream_open(&config, &server->stream, error, sizeof(error));
+    if (result < 0) fprintf(stderr, "sumzero start: %s\n", error);
+    return result < 0 ? EX_OSERR : EX_OK;
 }
 
 static void *start_ledger_thread(void *context) {
@@ -339,6 +372,7 @@ static int start_replica(const start_arguments_t *arguments, sz_storage_t *stora
         .requests = &server->requests,
         .replies = &server->replies,
         .replies_pushed = start_on_replies,
+        .committed = start_on_committed,
         .context = server,
         .metrics = &server->metrics,
     };
@@ -360,6 +394,7 @@ static int start_gateway(const start_arguments_t *arguments, start_server_t *ser
     config.requests = &server->requests;
     config.replies = &server->replies;
     config.metrics = &server->metrics;
+    config.stream = server->stream;
     char error[256] = "";
     int result = sz_gateway_open(&config, &server->gateway, error, sizeof(error));
     if (result < 0) {
@@ -386,9 +421,19 @@ static int start_serve(start_server_t *server) {
         fprintf(stderr, "sumzero start: cannot start the ledger thread: %s\n", strerror(result));
         return EX_OSERR;
     }
+    pthread_t stream_thread;
+    result = pthread_create(&stream_thread, NULL, start_stream_thread, server);
+    if (result != 0) {
+        fprintf(stderr, "sumzero start: cannot start the stream thread: %s\n", strerror(result));
+        sz_gateway_stop(server->gateway);
+    }
     int gateway_result = sz_gateway_run(server->gateway);
     sz_replica_stop(server->replica);
     pthread_join(ledger_thread, NULL);
+    if (result == 0) {
+        sz_stream_stop(server->stream);
+        pthread_join(stream_thread, NULL);
+    }
     if (gateway_result < 0) {
         fprintf(stderr, "level=fatal msg=gateway_stopped error=\"%s\"\n", strerror(-gateway_result));
         return EX_OSERR;
@@ -433,6 +478,8 @@ int sz_command_start(int argc, char **argv) {
     server->metrics.reply_ring = &server->replies;
     code = start_replica(&arguments, storage, server);
     if (code != EX_OK) goto done;
+    code = start_stream(&arguments, server);
+    if (code != EX_OK) goto done;
     code = start_gateway(&arguments, server);
     if (code != EX_OK) goto done;
     code = start_signals();
@@ -442,6 +489,7 @@ int sz_command_start(int argc, char **argv) {
     start_signal_gateway = NULL;
 done:
     sz_gateway_close(server->gateway);
+    sz_stream_close(server->stream);
     sz_replica_close(server->replica);
     sz_ring_deinit(&server->requests);
     sz_ring_deinit(&server->replies);
