@@ -623,9 +623,14 @@ int sz_postgres_connect(sz_postgres_t *sink) {
         sink->connection = NULL;
     }
     sink->month_count = 0;
-    /* connect_timeout first so that one in the conninfo wins (later keywords override). */
-    const char *const keywords[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *const values[] = {"5", "sumzero-projector", sink->conninfo, NULL};
+    /* Defaults first so that the conninfo's own wins (later keywords override). A Postgres
+     * that vanishes without closing the connection must not hang a writer forever: TCP
+     * keepalives and a send timeout turn it into an error the writer retries. */
+    const char *const keywords[] = {"connect_timeout", "application_name", "keepalives_idle",
+                                    "keepalives_interval", "keepalives_count",
+                                    "tcp_user_timeout", "dbname", NULL};
+    const char *const values[] = {"5", "sumzero-projector", "10", "5", "3", "30000",
+                                  sink->conninfo, NULL};
     sink->connection = PQconnectdbParams(keywords, values, 1);
     if (sink->connection == NULL) {
         snprintf(sink->error_message, sizeof(sink->error_message), "postgres: out of memory");

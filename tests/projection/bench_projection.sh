@@ -3,7 +3,7 @@
 #  1. rate: a journal of TRANSFERS plain transfers (bench_projection --write-journal) is
 #     projected by `sumzero project --journal` into a fresh Postgres: transfers/s.
 #  2. lag: a server under `sumzero bench --rate RATE` for SECONDS, with `sumzero project
-#     --journal DATA --follow` following its journal: the lag behind the leader's clock
+#     --address` following its subscription: the lag behind the leader's clock
 #     (from the projector's progress lines) over the run, and whether it grows.
 # Usage: bench_projection.sh BUILD_DIR [TRANSFERS [RATE [SECONDS]]]
 # Postgres comes from tests/harness/postgres.sh (exit 77 without its binaries).
@@ -60,7 +60,7 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 address=$(grep -o 'address=[0-9.]*:[0-9]*' "$work/server.log" | head -1 | cut -d= -f2)
-"$sumzero" project --journal "$work/data" --follow --postgres "$conninfo" \
+"$sumzero" project --address "$address" --postgres "$conninfo" \
   --accounts-max 20000 --transfers-max $((total + 100000)) --pending-max 65536 \
   --batch-ms 200 2>"$work/lag.log" >/dev/null &
 project_pid=$!
