@@ -3,19 +3,25 @@
  * configured); sz_projector_verify() compares Postgres with a ledger rebuilt from the source.
  *
  * Contract:
- * - One thread. The source must start at op 1: the projector rebuilds its ledger from the
- *   beginning, writing nothing for ops at or below the position stored in Postgres, and
+ * - One thread calls these; sz_projector_run() starts two writer threads of its own (one
+ *   per Postgres stream, postgres_sink.h) and joins them before it returns.
+ * - The source must start at op 1: the projector rebuilds its ledger from the beginning,
+ *   writing nothing to a stream for ops at or below that stream's stored position, and
  *   writes every op after it (Kafka: every op after Kafka's stored position).
- * - Postgres transactions hold up to batch_rows_max rows (transfers + lines + rejected),
- *   or what arrived in batch_ms_max, or what arrived before the source went idle. Each
- *   carries the position (and Kafka's delivered position): a crash loses nothing and
- *   repeats nothing.
- * - Postgres unreachable or failing: retries with backoff (50 ms doubling to
- *   retry_ms_max) until it works or *stop becomes non-zero; the learner waits meanwhile.
+ * - A batch holds up to batch_rows_max rows (transfers + lines + rejected + expired), or
+ *   what arrived in batch_ms_max, or what arrived before the source went idle; each stream
+ *   commits its part of it in one transaction with its position (and the transfers stream
+ *   with Kafka's delivered position): a crash loses nothing and repeats nothing.
+ * - Postgres unreachable or failing: the writer retries with backoff (50 ms doubling to
+ *   retry_ms_max) until it works or *stop becomes non-zero; the learner waits meanwhile
+ *   (at most one more batch is encoded).
  * - Returns 0 when the source ended (a journal source, follow = false) and everything read
- *   is committed, or when *stop was set (after committing what it could); a negative errno
- *   otherwise, with error_out saying what. A position that does not match (another
- *   projector, or a database of another journal) is -ESTALE.
+ *   is committed (and delivered to Kafka, waiting up to 10 s), or when *stop was set
+ *   (after committing what it could); a negative errno otherwise, with error_out saying
+ *   what. A position that does not match (another projector, or a database of another
+ *   journal or cluster) is -ESTALE.
+ * - stats_out is written by the calling thread while it runs, except retry_count, which
+ *   the writers increment atomically (tests read it with __atomic_load_n).
  * - sz_projector_verify() returns 0 if everything matches, 1 on a mismatch (the report names
  *   each), or a negative errno if it could not check. */
 #ifndef SZ_PROJECTOR_H
@@ -47,8 +53,8 @@ typedef struct sz_projector_options {
 
 typedef struct sz_projector_stats {
     uint64_t op_last;             /* the last op applied */
-    uint64_t op_position;         /* the last op committed to Postgres */
-    uint64_t op_resumed;          /* the position found at start */
+    uint64_t op_position;         /* the last op both streams committed */
+    uint64_t op_resumed;          /* the lower stream position found at start */
     uint64_t op_written_count;    /* ops written by this run */
     uint64_t transfer_count;      /* transfer rows written by this run */
     uint64_t line_count;

@@ -25,6 +25,7 @@ typedef struct verify {
     sz_postgres_t *sink;
     sz_learner_t *learner;
     uint64_t mismatch_count;
+    sz_u128 cluster_id; /* stored with the positions; 0 before the first commit */
     char *error;
     size_t error_size;
 } verify_t;
@@ -47,6 +48,14 @@ static int verify_rebuild(verify_t *verify, sz_source_t *source, uint64_t op_unt
         if (result < 0) {
             snprintf(verify->error, verify->error_size, "%s", source->error_message);
             return result;
+        }
+        if (verify->cluster_id != 0 && header->cluster_id != verify->cluster_id) {
+            char stored[SZ_U128_DECIMAL_SIZE], found[SZ_U128_DECIMAL_SIZE];
+            snprintf(verify->error, verify->error_size,
+                     "postgres holds the projection of cluster %s, the source is cluster %s",
+                     sz_u128_format(verify->cluster_id, stored),
+                     sz_u128_format(header->cluster_id, found));
+            return -ESTALE;
         }
         sz_learner_op_t op;
         sz_journal_problem_t problem;
@@ -231,6 +240,7 @@ int sz_projector_verify(const sz_projector_options_t *options, FILE *report, cha
         snprintf(error_out, error_size, "%s",
                  verify.sink != NULL ? sz_postgres_error_message(verify.sink) : "out of memory");
     }
+    if (result == 0) verify.cluster_id = positions.cluster_id;
     if (result == 0) {
         fprintf(report,
                 "verify: postgres holds transfers of ops 1..%" PRIu64 ", lines and accounts of "

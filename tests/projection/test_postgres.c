@@ -151,7 +151,7 @@ Test(postgres, a_random_workload_is_projected_exactly_once_and_verifies,
     sz_workload_free(&workload);
 }
 
-Test(postgres, verify_reports_a_tampered_balance, .init = postgres_setup,
+Test(postgres, verify_reports_a_tampered_balance_and_another_cluster_is_refused, .init = postgres_setup,
      .fini = postgres_teardown) {
     sz_workload_t workload;
     cr_assert_eq(sz_workload_build(&workload, postgres_test_seed(), 16, 40, 40, false), 0);
@@ -169,6 +169,17 @@ Test(postgres, verify_reports_a_tampered_balance, .init = postgres_setup,
     sz_workload_source_init(&source, &workload);
     FILE *report = tmpfile();
     cr_assert_eq(sz_projector_verify(&options, report, error, sizeof(error)), 1);
+    fclose(report);
+    /* The journal of another cluster is refused, by the projector and by verify. */
+    for (uint64_t index = 0; index < workload.entry_count; index++) {
+        workload.entries[index].header.cluster_id += 1;
+    }
+    sz_workload_source_init(&source, &workload);
+    cr_assert_eq(sz_projector_run(&options, &stats, error, sizeof(error)), -ESTALE);
+    cr_assert(strstr(error, "cluster") != NULL, "%s", error);
+    sz_workload_source_init(&source, &workload);
+    report = tmpfile();
+    cr_assert_eq(sz_projector_verify(&options, report, error, sizeof(error)), -ESTALE);
     fclose(report);
     sz_workload_free(&workload);
 }
