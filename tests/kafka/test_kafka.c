@@ -101,10 +101,16 @@ typedef struct test_op {
 } test_op_t;
 
 static sz_u128 random_u128(uint64_t *state) {
-    /* Mostly small ids, sometimes the full width (39 digits). */
-    uint64_t shape = splitmix(state) % 4;
+    /* Mostly small ids, sometimes the full width (39 digits), sometimes a power of ten
+     * (runs of zeros inside the decimal form). */
+    uint64_t shape = splitmix(state) % 5;
     if (shape == 0) return SZ_U128_MAX - (splitmix(state) % 3);
     if (shape == 1) return ((sz_u128)splitmix(state) << 64) | splitmix(state);
+    if (shape == 2) {
+        sz_u128 power = 1;
+        for (uint64_t digits = splitmix(state) % 39; digits > 0; digits--) power *= 10;
+        return power;
+    }
     return 1 + splitmix(state) % 1000000;
 }
 
