@@ -422,6 +422,9 @@ static const char *const fault_properties[] = {
     "reconnect.backoff.max.ms=200",
     "log_level=3",
     "max.in.flight.requests.per.connection=1",
+    /* Small batches: the position then moves in many small steps, which the in-flight
+     * checks of the injected-errors test need to catch it between two. */
+    "batch.num.messages=64",
     NULL,
 };
 
