@@ -91,6 +91,9 @@ int sz_replay_run(sz_storage_t *storage, const sz_replay_options_t *options, sz_
         .read_only = true,
         .on_entry = replay_on_entry,
         .entry_context = &context,
+        .op_after = options->op_after,
+        .chain_head = options->chain_head,
+        .archive = options->archive,
     };
     sz_journal_t *journal = NULL;
     int result = sz_journal_open(storage, &journal_options, &journal, problem_out);
