@@ -231,6 +231,15 @@ static int superblock_read(sz_journal_t *journal, sz_journal_problem_t *problem)
     return -EUCLEAN;
 }
 
+int sz_journal_superblock_read(sz_storage_t *storage, sz_journal_superblock_t *superblock_out,
+                               sz_journal_problem_t *problem_out) {
+    SZ_ASSERT(storage != NULL && superblock_out != NULL);
+    sz_journal_t journal = {.storage = storage};
+    int result = superblock_read(&journal, problem_out);
+    if (result == 0) *superblock_out = journal.superblock;
+    return result;
+}
+
 /* ---- reading entries ---- */
 
 int sz_journal_header_check(const sz_journal_header_t *header) {

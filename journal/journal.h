@@ -202,6 +202,13 @@ typedef struct sz_journal sz_journal_t;
 SZ_MUST_USE int sz_journal_format(sz_storage_t *storage,
                                   const sz_journal_format_options_t *options);
 
+/* Reads the superblock alone (either valid copy): -ENOENT when not formatted, -EUCLEAN
+ * when both copies are damaged. For tools: the cluster id, and the chain head of op 0
+ * (superblock_out->checksum). */
+SZ_MUST_USE int sz_journal_superblock_read(sz_storage_t *storage,
+                                           sz_journal_superblock_t *superblock_out,
+                                           sz_journal_problem_t *problem_out);
+
 /* problem_out (may be NULL) is filled on -EUCLEAN and on I/O errors. The journal borrows
  * storage, which must outlive it. */
 SZ_MUST_USE int sz_journal_open(sz_storage_t *storage, const sz_journal_options_t *options,

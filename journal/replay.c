@@ -61,6 +61,7 @@ int sz_replay_apply(sz_ledger_t *ledger, const sz_journal_header_t *header, cons
     SZ_ASSERT(result_count <= header->event_count);
     stats->op_count++;
     stats->op_last = header->op;
+    stats->chain_head = header->checksum_header;
     stats->timestamp_last = header->timestamp;
     return 0;
 }

@@ -30,6 +30,7 @@ typedef struct sz_replay_options {
 typedef struct sz_replay_stats {
     uint64_t op_count;             /* ops applied */
     uint64_t op_last;              /* the last op applied */
+    sz_u128 chain_head;            /* its checksum_header (0 when no op was applied) */
     uint64_t timestamp_last;       /* its timestamp */
     uint64_t account_event_count;  /* events of create_accounts ops */
     uint64_t transfer_event_count; /* events of create_transfers ops */
