@@ -61,14 +61,16 @@ grep -q "section transfers checksum mismatch" "$work/err" || fail "replay error:
 [ "$code" -eq 65 ] || fail "inspect of a damaged snapshot exited $code"
 grep -q "transfers" "$work/err" || fail "inspect error: $(cat "$work/err")"
 
-# A snapshot of another journal: same cluster, other ops: its chain head is not ours.
+# A snapshot of another journal: same cluster, other ops: its chain head is not ours
+# (the benchmark's journals may be identical up to op 5; then this part is skipped).
 "$sumzero" bench journal --ops 9 --runs 1 --dir "$work" --keep > "$work/bench2.out" ||
     fail "second bench journal"
 other=$(sed -n 's/^kept: \([^ ]*\) .*/\1/p' "$work/bench2.out")
 mkdir "$work/other"
 "$sumzero" replay --until-op 5 --write-snapshot "$work/other" "$other" > /dev/null ||
     fail "write the other snapshot"
-if cmp -s "$work/other/snapshot.00000000000000000005" "$snapshot"; then
+head_of() { "$sumzero" inspect "$1" | sed -n 's/.* chain_head=\([0-9a-f]*\) .*/\1/p'; }
+if [ "$(head_of "$work/other/snapshot.00000000000000000005")" = "$(head_of "$snapshot")" ]; then
     echo "skip: the benchmark writes identical journals; chain head check not exercised"
 else
     "$sumzero" replay --snapshot "$work/other/snapshot.00000000000000000005" "$dir" \
