@@ -1200,6 +1200,7 @@ void sz_journal_info(const sz_journal_t *journal, sz_journal_info_t *info_out) {
     SZ_ASSERT(journal != NULL && info_out != NULL);
     *info_out = journal->info;
     info_out->op_last = journal->op_last;
+    info_out->checksum_last = journal->checksum_last;
     info_out->op_durable = journal->op_durable;
     info_out->timestamp_last = journal->timestamp_last;
 }

@@ -186,6 +186,10 @@ typedef struct sz_journal_info {
     uint32_t version;
     uint64_t segment_size;
     uint64_t op_last;    /* last op appended (or found at open) */
+    /* checksum_header of op_last: the chain head a snapshot at op_last records (the
+     * superblock's checksum for an empty journal). Read it after each append to know
+     * the chain head of every op. */
+    sz_u128 checksum_last;
     uint64_t op_durable; /* last op known durable */
     uint64_t timestamp_last;
     uint64_t entry_count_found; /* entries found by the scan at open */

@@ -8,7 +8,8 @@
  * copy across filesystems) or deletes exactly the segments whose ops are all below the
  * given op, never the segment being written, also while a writer is open; after retiring,
  * a full replay fails without the archive (-ENOENT, a clear problem) and succeeds with it,
- * and a writable open after the snapshot op goes on appending. Seed: SUMZERO_SEED. */
+ * and a writable open after the snapshot op goes on appending; info.checksum_last is the
+ * chain head of the last op. Seed: SUMZERO_SEED. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,7 @@ static char data_path[64];
 static char archive_path[64];
 static char shm_path[64];
 static uint64_t seed;
+static sz_u128 checksum_last_written; /* the writer's info.checksum_last at the end */
 
 static int remove_entry(const char *path, const struct stat *status, int flag, struct FTW *ftw) {
     (void)status, (void)flag, (void)ftw;
@@ -90,6 +92,7 @@ static sz_journal_t *journal_written(sz_storage_t *storage, uint64_t op_count, b
     sz_journal_info_t info;
     sz_journal_info(journal, &info);
     cr_assert_geq(info.op_last, op_count);
+    checksum_last_written = info.checksum_last;
     if (keep_open) return journal;
     sz_journal_deinit(journal);
     return NULL;
@@ -165,6 +168,8 @@ Test(retention, a_replay_after_an_op_delivers_only_the_later_ops_and_reaches_the
     sz_storage_t *storage = storage_of(data_path);
     journal_written(storage, OP_COUNT, false);
     cr_assert_geq(segment_count(data_path), 4, "the workload spans several segments");
+    cr_assert(checksum_last_written == chain_head_of(storage, OP_COUNT),
+              "info.checksum_last is the last op's checksum_header");
     sz_digest_t full = digest_direct(OP_COUNT);
     uint64_t starts[] = {1, 17, 2500, OP_COUNT - 1, OP_COUNT};
     for (uint32_t index = 0; index < sizeof(starts) / sizeof(starts[0]); index++) {
