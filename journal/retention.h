@@ -13,8 +13,11 @@
  *   every op in s is below op_keep_from. Segments are retired in ascending order from the
  *   lowest present, stopping at the first that does not qualify. So the segment being
  *   written (whose successor is empty) is never retired, nor is anything at or after the
- *   segment holding op_keep_from. Recovery from a snapshot at op S needs op S + 1 onward:
- *   pass op_keep_from = S + 1.
+ *   segment holding op_keep_from. Recovery from a snapshot at op S reads from op S + 1
+ *   and checks S's entry against the snapshot's chain head when S + 1 is not (yet) on disk:
+ *   pass op_keep_from = S, which keeps the segment holding S (durable, since S was
+ *   committed) even when a crash tears away a not yet durable S + 1 that began the next
+ *   segment.
  * - archive_fd >= 0: each segment is renamed into the archive directory (same filesystem),
  *   or, across filesystems, copied to NAME.tmp there, fsynced, renamed to NAME, the archive
  *   directory fsynced, and only then removed from the data directory; both directories are
