@@ -117,7 +117,7 @@ Test(tools_retention, replay_and_inspect_find_retired_segments_in_the_archive) {
     int directory_fd = open(data, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int archive_fd = open(archive, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     sz_journal_problem_t problem;
-    int retired = sz_journal_retire(directory_fd, archive_fd, SNAPSHOT_OP, &problem);
+    int retired = sz_journal_retire(directory_fd, archive_fd, SNAPSHOT_OP + 1, &problem);
     close(directory_fd);
     close(archive_fd);
     cr_assert_gt(retired, 0, "retire: %d %s", retired, problem.reason);
