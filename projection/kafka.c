@@ -137,7 +137,8 @@ static int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *v
                           char *error_out, size_t error_size) {
     char reason[256];
     if (rd_kafka_conf_set(conf, name, value, reason, sizeof(reason)) != RD_KAFKA_CONF_OK) {
-        snprintf(error_out, error_size, "kafka: property %s=%s: %s", name, value, reason);
+        /* Not the value: it may be a password (sasl.password). */
+        snprintf(error_out, error_size, "kafka: property %s: %s", name, reason);
         return -EINVAL;
     }
     return 0;
@@ -168,8 +169,7 @@ static int kafka_conf_build(const sz_kafka_config_t *config, sz_kafka_t *kafka,
         const char *property = config->properties[index];
         const char *equals = strchr(property, '=');
         if (equals == NULL || equals == property || equals - property >= 128) {
-            snprintf(error_out, error_size,
-                     "kafka: property \"%s\" is not name=value", property);
+            snprintf(error_out, error_size, "kafka: property %zu is not name=value", index + 1);
             return -EINVAL;
         }
         char name[128];

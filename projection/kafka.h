@@ -18,6 +18,16 @@
  *   transfer. Key: the transfer id (default), or the debit or credit account id. Headers:
  *   "trace_id" and "op" (decimal).
  * - Errors: 0 or a negative errno, with a one-line message in error_out / the handle.
+ *   Bad input (ops out of order, results or stored transfers that do not fit the op) is
+ *   -EINVAL; a permanent delivery failure or a fatal producer error is -EIO. Either
+ *   fails the handle: every later call returns the same error and the op it failed in
+ *   (and everything after) never counts as delivered; close it and open a new one from
+ *   the recorded position.
+ * - Producer settings: bootstrap.servers from brokers, enable.idempotence=true,
+ *   acks=all, message.timeout.ms=0 (never give a message up; Kafka down only blocks),
+ *   linger.ms=5; properties are applied after these and may override them.
+ * - sz_kafka_close() with timeout_ms 0 (or events still queued at the end of it) gives
+ *   up what is not delivered: a crash, as far as Kafka is concerned.
  *
  * The event, exactly (one line, fields in this order, no spaces; integers of 64 bits and
  * more as decimal strings, so that JSON parsers that read numbers as doubles lose
@@ -106,7 +116,7 @@ typedef struct sz_kafka_stats {
     uint64_t event_count_produced;  /* handed to librdkafka */
     uint64_t event_count_delivered; /* with a successful delivery report */
     uint64_t queue_full_count;      /* times produce polled because the queue was full */
-    uint64_t op_count_in_flight;    /* ops given but not yet delivered */
+    uint64_t op_count_in_flight;    /* ops with events given but not yet delivered */
 } sz_kafka_stats_t;
 void sz_kafka_stats(const sz_kafka_t *kafka, sz_kafka_stats_t *stats_out);
 
