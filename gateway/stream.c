@@ -75,6 +75,7 @@ typedef struct subscriber {
     uint64_t op_sent;     /* last op whose bytes all went out */
     bool writable;
     bool caught_up;       /* the last fill found nothing committed to read */
+    bool damaged;         /* the reader failed: send what is buffered, then close */
 } subscriber_t;
 
 struct sz_stream {
@@ -247,8 +248,9 @@ static void subscriber_start(sz_stream_t *stream, const handover_t *handover,
     }
 }
 
-/* Refills an empty buffer with committed entries. Returns 0 or the reader's error. */
-static int subscriber_fill(sz_stream_t *stream, subscriber_t *subscriber, uint64_t op_committed) {
+/* Refills an empty buffer with committed entries, up to damage if the reader meets any
+ * (then `damaged`: the entries before it still go out). */
+static void subscriber_fill(sz_stream_t *stream, subscriber_t *subscriber, uint64_t op_committed) {
     SZ_ASSERT(subscriber->buffer_start == subscriber->buffer_end);
     subscriber->buffer_start = 0;
     subscriber->buffer_end = 0;
@@ -268,7 +270,8 @@ static int subscriber_fill(sz_stream_t *stream, subscriber_t *subscriber, uint64
                         strerror(-result), problem.file, (unsigned long long)problem.offset,
                         (unsigned long long)problem.op, problem.reason);
                 subscriber->held_header = NULL;
-                return result;
+                subscriber->damaged = true;
+                break;
             }
             if (result == 0) {
                 subscriber->held_header = NULL;
@@ -292,7 +295,6 @@ static int subscriber_fill(sz_stream_t *stream, subscriber_t *subscriber, uint64
         entry_count++;
     }
     sz_metrics_add(&stream->config.metrics->stream_entries, entry_count);
-    return 0;
 }
 
 /* Sends and refills until the socket is full, the subscriber is caught up, or its share
@@ -305,11 +307,12 @@ static bool subscriber_pump(sz_stream_t *stream, subscriber_t *subscriber, uint6
         if (subscriber->buffer_start == subscriber->buffer_end) {
             subscriber->op_sent = subscriber->op_buffered;
             if (budget == 0) return progress;
-            if (subscriber_fill(stream, subscriber, op_committed) < 0) {
+            if (!subscriber->damaged) subscriber_fill(stream, subscriber, op_committed);
+            if (subscriber->buffer_start == subscriber->buffer_end) {
+                if (!subscriber->damaged) return progress;
                 subscriber_close(stream, subscriber, "journal damaged");
                 return true;
             }
-            if (subscriber->buffer_end == 0) return progress;
             progress = true;
         }
         if (!subscriber->writable) return progress;

@@ -48,6 +48,7 @@ typedef struct source_server {
     uint32_t connect_timeout_ms;
     int fd;
     bool subscribed;   /* the OK reply arrived on this connection */
+    bool progressed;   /* this connection handed out an entry */
     int failed;        /* a refusal that retrying cannot fix: returned from every next() */
     uint64_t op_next;  /* the op the next entry must carry */
     bool chain_known;  /* once an entry was handed out */
@@ -84,6 +85,7 @@ static void source_disconnect(source_server_t *source, bool backoff) {
     if (source->fd >= 0) close(source->fd);
     source->fd = -1;
     source->subscribed = false;
+    source->progressed = false;
     source->buffer_start = source->buffer_end = 0;
     uint64_t now_ms = clock_ms();
     if (!backoff) {
@@ -347,7 +349,6 @@ static int source_step(source_server_t *source, const sz_journal_header_t **head
         int result = source_reply(source);
         if (result == 0) {
             source->subscribed = true;
-            source->backoff_ms = BACKOFF_MS_MIN;
         } else if (result == -EAGAIN) {
             source_disconnect(source, true);
             return 0;
@@ -359,16 +360,20 @@ static int source_step(source_server_t *source, const sz_journal_header_t **head
     }
     if (source->subscribed) {
         int result = source_entry(source, header_out, body_out);
-        if (result != 0) {
-            if (result < 0) source_disconnect(source, true);
-            return result;
+        if (result < 0) source_disconnect(source, true);
+        if (result > 0 && !source->progressed) {
+            /* The connection works: the next loss reconnects at once. */
+            source->progressed = true;
+            source->backoff_ms = BACKOFF_MS_MIN;
         }
+        if (result != 0) return result;
     }
     int result = source_receive(source, deadline_ms);
     if (result < 0) {
         source_error(source, "connection to %s lost: %s; reconnecting", source->address,
                      strerror(-result));
-        source_disconnect(source, !source->subscribed);
+        /* A connection that gave nothing (a server closing at once) waits before the next. */
+        source_disconnect(source, !source->progressed);
         return 0;
     }
     return result == 1 ? STEP_AGAIN : 0;
