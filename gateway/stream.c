@@ -85,6 +85,7 @@ struct sz_stream {
     alignas(64) _Atomic uint64_t op_committed; /* the ledger thread's store */
     _Atomic uint32_t sleeping;
     _Atomic uint32_t stopping;
+    _Atomic uint64_t op_needed; /* the oldest op a subscriber still needs; UINT64_MAX: none */
     int epoll_fd;
     int wake_fd;
     pthread_mutex_t lock; /* guards handovers: the gateway adds, the stream thread takes */
@@ -374,6 +375,7 @@ static bool stream_round(sz_stream_t *stream, uint64_t op_committed, bool *waiti
     bool progress = false;
     bool waiting = false;
     uint64_t lag_max = 0;
+    uint64_t op_needed = UINT64_MAX;
     for (uint32_t index = 0; index < stream->config.subscribers_max; index++) {
         subscriber_t *subscriber = &stream->subscribers[index];
         if (subscriber->fd < 0) continue;
@@ -384,7 +386,10 @@ static bool stream_round(sz_stream_t *stream, uint64_t op_committed, bool *waiti
         }
         uint64_t lag = op_committed > subscriber->op_sent ? op_committed - subscriber->op_sent : 0;
         if (lag > lag_max) lag_max = lag;
+        /* Its reader may still be in the segment of op_sent + 1 (or of op_from). */
+        if (subscriber->op_sent + 1 < op_needed) op_needed = subscriber->op_sent + 1;
     }
+    atomic_store_explicit(&stream->op_needed, op_needed, memory_order_relaxed);
     sz_metrics_set(&stream->config.metrics->subscription_lag_ops, lag_max);
     *waiting_out = waiting;
     return progress;
@@ -432,6 +437,10 @@ static void stream_wake(sz_stream_t *stream) {
 void sz_stream_stop(sz_stream_t *stream) {
     atomic_store_explicit(&stream->stopping, 1, memory_order_seq_cst);
     stream_wake(stream);
+}
+
+uint64_t sz_stream_op_needed(const sz_stream_t *stream) {
+    return atomic_load_explicit(&stream->op_needed, memory_order_relaxed);
 }
 
 void sz_stream_publish(sz_stream_t *stream, uint64_t op_committed) {
@@ -511,6 +520,7 @@ int sz_stream_open(const sz_stream_config_t *config, sz_stream_t **stream_out, c
     atomic_init(&stream->op_committed, config->op_committed);
     atomic_init(&stream->sleeping, 0);
     atomic_init(&stream->stopping, 0);
+    atomic_init(&stream->op_needed, UINT64_MAX);
     stream->epoll_fd = stream->wake_fd = -1;
     pthread_mutex_init(&stream->lock, NULL);
     uint32_t max = stream->config.subscribers_max;
