@@ -495,13 +495,19 @@ int sz_stream_open(const sz_stream_config_t *config, sz_stream_t **stream_out, c
     const char *problem = NULL;
     if (config->directory == NULL) problem = "the data directory is missing";
     if (config->metrics == NULL) problem = "metrics are missing";
-    if (config->subscribers_max > SZ_STREAM_SUBSCRIBERS_MAX) problem = "subscribers_max is too large";
-    if (config->directory != NULL && strlen(config->directory) >= PATH_SIZE) problem = "path too long";
+    if (config->subscribers_max > SZ_STREAM_SUBSCRIBERS_MAX) {
+        problem = "subscribers_max is too large";
+    }
+    if (config->directory != NULL && strlen(config->directory) >= PATH_SIZE) {
+        problem = "path too long";
+    }
     if (config->archive_directory != NULL && strlen(config->archive_directory) >= PATH_SIZE) {
         problem = "path too long";
     }
     if (problem != NULL) {
-        if (error_out != NULL && error_size > 0) snprintf(error_out, error_size, "stream: %s", problem);
+        if (error_out != NULL && error_size > 0) {
+            snprintf(error_out, error_size, "stream: %s", problem);
+        }
         return -EINVAL;
     }
     sz_stream_t *stream = calloc(1, sizeof(*stream));

@@ -333,7 +333,8 @@ static int source_step(source_server_t *source, const sz_journal_header_t **head
     if (source->fd < 0) {
         uint64_t now_ms = clock_ms();
         if (now_ms < source->retry_at_ms) {
-            uint64_t until_ms = source->retry_at_ms < deadline_ms ? source->retry_at_ms : deadline_ms;
+            uint64_t until_ms = source->retry_at_ms < deadline_ms ? source->retry_at_ms
+                                                                  : deadline_ms;
             /* Backoff: nothing to wait on but time. */
             struct timespec pause = {.tv_sec = (time_t)((until_ms - now_ms) / 1000),
                                      .tv_nsec = (long)((until_ms - now_ms) % 1000) * 1000000};
@@ -408,7 +409,9 @@ int sz_source_server_open(const sz_source_server_options_t *options, sz_source_t
     *source_out = NULL;
     if (options->address == NULL || strlen(options->address) >= ADDRESS_SIZE ||
         options->op_from == 0) {
-        if (error_out != NULL) snprintf(error_out, error_size, "an address and op_from >= 1 are needed");
+        if (error_out != NULL) {
+            snprintf(error_out, error_size, "an address and op_from >= 1 are needed");
+        }
         return -EINVAL;
     }
     source_server_t *source = calloc(1, sizeof(*source));

@@ -503,7 +503,8 @@ Test(stream, bad_subscribe_requests_get_their_statuses,
     cr_assert_eq(request_raw(server.port, frame, sizeof(frame), &reply),
                  SZ_STATUS_SUBSCRIPTION_INVALID);
     /* The source reports refusals at open. */
-    sz_source_server_options_t options = {.address = server.address, .cluster_id = 99, .op_from = 1};
+    sz_source_server_options_t options = {.address = server.address, .cluster_id = 99,
+                                          .op_from = 1};
     sz_source_t *source = NULL;
     char error[256];
     cr_assert_eq(sz_source_server_open(&options, &source, error, sizeof(error)), -EPROTO);
@@ -548,7 +549,8 @@ Test(stream, bad_subscribe_requests_get_their_statuses,
     subscriber_matches_journal(subscriber);
     subscriber_close(subscriber);
     cr_assert_eq(rename(to, from), 0);
-    cr_assert_eq(metric_read(server.metrics_port, "sumzero_subscriptions_total{status=\"op_ahead\"}"), 2);
+    cr_assert_eq(metric_read(server.metrics_port,
+                             "sumzero_subscriptions_total{status=\"op_ahead\"}"), 2);
     sumzero_client_close(client);
     cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
 }
@@ -683,7 +685,8 @@ Test(stream, a_damaged_entry_is_never_sent_and_the_server_says_so,
     subscriber_t *subscriber = subscriber_open(server.address, 1);
     uint64_t deadline_ms = sz_test_clock_ms() + 1000;
     while (sz_test_clock_ms() < deadline_ms) subscriber_read(subscriber, 50);
-    cr_assert_eq(subscriber->op_next, 10, "ops 1..9 came, op 10 never did (next %llu, segment %u offset %llu)",
+    cr_assert_eq(subscriber->op_next, 10,
+                 "ops 1..9 came, op 10 never did (next %llu, segment %u offset %llu)",
                  (unsigned long long)subscriber->op_next, find.position.segment,
                  (unsigned long long)find.position.offset);
     subscriber_matches_journal(subscriber);
