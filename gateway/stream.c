@@ -341,12 +341,15 @@ static bool subscriber_pump(sz_stream_t *stream, subscriber_t *subscriber, uint6
 
 /* ---- the loop --------------------------------------------------------------------- */
 
-static bool stream_take_handovers(sz_stream_t *stream, uint64_t op_committed) {
+static bool stream_take_handovers(sz_stream_t *stream) {
     pthread_mutex_lock(&stream->lock);
     uint32_t count = stream->handover_count;
     memcpy(stream->taken, stream->handovers, count * sizeof(handover_t));
     stream->handover_count = 0;
     pthread_mutex_unlock(&stream->lock);
+    /* Read after the handovers: a subscriber that saw op N committed in a reply subscribed
+     * after N was published, so N + 1 is never taken for an op ahead. */
+    uint64_t op_committed = atomic_load_explicit(&stream->op_committed, memory_order_acquire);
     for (uint32_t index = 0; index < count; index++) {
         subscriber_start(stream, &stream->taken[index], op_committed);
     }
@@ -399,8 +402,8 @@ int sz_stream_run(sz_stream_t *stream) {
     SZ_ASSERT(stream != NULL);
     struct epoll_event events[EPOLL_EVENTS_MAX];
     while (atomic_load_explicit(&stream->stopping, memory_order_acquire) == 0) {
+        bool progress = stream_take_handovers(stream);
         uint64_t op_committed = atomic_load_explicit(&stream->op_committed, memory_order_acquire);
-        bool progress = stream_take_handovers(stream, op_committed);
         bool waiting = false;
         progress |= stream_round(stream, op_committed, &waiting);
         int timeout_ms = progress ? 0 : SLEEP_MS_MAX;
