@@ -419,8 +419,9 @@ Test(stream, a_subscriber_that_stops_reading_does_not_slow_writes_and_then_catch
             (unsigned long long)alone_ms, (unsigned long long)paused_ms,
             (unsigned long long)lag, (unsigned long long)journal_copy.op_last);
     cr_assert_gt(lag, 0, "the paused subscriber was behind while the writes completed");
-    /* Generous: the point is that the ledger never waits for the subscriber. */
-    cr_assert_lt(paused_ms, 3 * alone_ms + 2000, "writes were not held back");
+    /* Had the ledger waited for the subscriber, the writes would never have finished (it
+     * reads nothing meanwhile); the time bound is generous for a shared machine. */
+    cr_assert_lt(paused_ms, 3 * alone_ms + 5000, "writes were not held back");
     subscriber_until(subscriber, journal_copy.op_last);
     subscriber_matches_journal(subscriber);
     /* The gauge is set right after the last send: give the stream thread its moment. */
