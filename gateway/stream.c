@@ -75,6 +75,7 @@ typedef struct subscriber {
     uint64_t op_sent;     /* last op whose bytes all went out */
     bool writable;
     bool caught_up;       /* the last fill found nothing committed to read */
+    bool damaged;         /* the reader failed: send what is buffered, then close */
 } subscriber_t;
 
 struct sz_stream {
@@ -84,6 +85,7 @@ struct sz_stream {
     alignas(64) _Atomic uint64_t op_committed; /* the ledger thread's store */
     _Atomic uint32_t sleeping;
     _Atomic uint32_t stopping;
+    _Atomic uint64_t op_needed; /* the oldest op a subscriber still needs; UINT64_MAX: none */
     int epoll_fd;
     int wake_fd;
     pthread_mutex_t lock; /* guards handovers: the gateway adds, the stream thread takes */
@@ -247,8 +249,9 @@ static void subscriber_start(sz_stream_t *stream, const handover_t *handover,
     }
 }
 
-/* Refills an empty buffer with committed entries. Returns 0 or the reader's error. */
-static int subscriber_fill(sz_stream_t *stream, subscriber_t *subscriber, uint64_t op_committed) {
+/* Refills an empty buffer with committed entries, up to damage if the reader meets any
+ * (then `damaged`: the entries before it still go out). */
+static void subscriber_fill(sz_stream_t *stream, subscriber_t *subscriber, uint64_t op_committed) {
     SZ_ASSERT(subscriber->buffer_start == subscriber->buffer_end);
     subscriber->buffer_start = 0;
     subscriber->buffer_end = 0;
@@ -268,7 +271,8 @@ static int subscriber_fill(sz_stream_t *stream, subscriber_t *subscriber, uint64
                         strerror(-result), problem.file, (unsigned long long)problem.offset,
                         (unsigned long long)problem.op, problem.reason);
                 subscriber->held_header = NULL;
-                return result;
+                subscriber->damaged = true;
+                break;
             }
             if (result == 0) {
                 subscriber->held_header = NULL;
@@ -292,7 +296,6 @@ static int subscriber_fill(sz_stream_t *stream, subscriber_t *subscriber, uint64
         entry_count++;
     }
     sz_metrics_add(&stream->config.metrics->stream_entries, entry_count);
-    return 0;
 }
 
 /* Sends and refills until the socket is full, the subscriber is caught up, or its share
@@ -305,11 +308,12 @@ static bool subscriber_pump(sz_stream_t *stream, subscriber_t *subscriber, uint6
         if (subscriber->buffer_start == subscriber->buffer_end) {
             subscriber->op_sent = subscriber->op_buffered;
             if (budget == 0) return progress;
-            if (subscriber_fill(stream, subscriber, op_committed) < 0) {
+            if (!subscriber->damaged) subscriber_fill(stream, subscriber, op_committed);
+            if (subscriber->buffer_start == subscriber->buffer_end) {
+                if (!subscriber->damaged) return progress;
                 subscriber_close(stream, subscriber, "journal damaged");
                 return true;
             }
-            if (subscriber->buffer_end == 0) return progress;
             progress = true;
         }
         if (!subscriber->writable) return progress;
@@ -337,12 +341,15 @@ static bool subscriber_pump(sz_stream_t *stream, subscriber_t *subscriber, uint6
 
 /* ---- the loop --------------------------------------------------------------------- */
 
-static bool stream_take_handovers(sz_stream_t *stream, uint64_t op_committed) {
+static bool stream_take_handovers(sz_stream_t *stream) {
     pthread_mutex_lock(&stream->lock);
     uint32_t count = stream->handover_count;
     memcpy(stream->taken, stream->handovers, count * sizeof(handover_t));
     stream->handover_count = 0;
     pthread_mutex_unlock(&stream->lock);
+    /* Read after the handovers: a subscriber that saw op N committed in a reply subscribed
+     * after N was published, so N + 1 is never taken for an op ahead. */
+    uint64_t op_committed = atomic_load_explicit(&stream->op_committed, memory_order_acquire);
     for (uint32_t index = 0; index < count; index++) {
         subscriber_start(stream, &stream->taken[index], op_committed);
     }
@@ -371,6 +378,7 @@ static bool stream_round(sz_stream_t *stream, uint64_t op_committed, bool *waiti
     bool progress = false;
     bool waiting = false;
     uint64_t lag_max = 0;
+    uint64_t op_needed = UINT64_MAX;
     for (uint32_t index = 0; index < stream->config.subscribers_max; index++) {
         subscriber_t *subscriber = &stream->subscribers[index];
         if (subscriber->fd < 0) continue;
@@ -381,7 +389,10 @@ static bool stream_round(sz_stream_t *stream, uint64_t op_committed, bool *waiti
         }
         uint64_t lag = op_committed > subscriber->op_sent ? op_committed - subscriber->op_sent : 0;
         if (lag > lag_max) lag_max = lag;
+        /* Its reader may still be in the segment of op_sent + 1 (or of op_from). */
+        if (subscriber->op_sent + 1 < op_needed) op_needed = subscriber->op_sent + 1;
     }
+    atomic_store_explicit(&stream->op_needed, op_needed, memory_order_relaxed);
     sz_metrics_set(&stream->config.metrics->subscription_lag_ops, lag_max);
     *waiting_out = waiting;
     return progress;
@@ -391,8 +402,8 @@ int sz_stream_run(sz_stream_t *stream) {
     SZ_ASSERT(stream != NULL);
     struct epoll_event events[EPOLL_EVENTS_MAX];
     while (atomic_load_explicit(&stream->stopping, memory_order_acquire) == 0) {
+        bool progress = stream_take_handovers(stream);
         uint64_t op_committed = atomic_load_explicit(&stream->op_committed, memory_order_acquire);
-        bool progress = stream_take_handovers(stream, op_committed);
         bool waiting = false;
         progress |= stream_round(stream, op_committed, &waiting);
         int timeout_ms = progress ? 0 : SLEEP_MS_MAX;
@@ -429,6 +440,10 @@ static void stream_wake(sz_stream_t *stream) {
 void sz_stream_stop(sz_stream_t *stream) {
     atomic_store_explicit(&stream->stopping, 1, memory_order_seq_cst);
     stream_wake(stream);
+}
+
+uint64_t sz_stream_op_needed(const sz_stream_t *stream) {
+    return atomic_load_explicit(&stream->op_needed, memory_order_relaxed);
 }
 
 void sz_stream_publish(sz_stream_t *stream, uint64_t op_committed) {
@@ -483,13 +498,19 @@ int sz_stream_open(const sz_stream_config_t *config, sz_stream_t **stream_out, c
     const char *problem = NULL;
     if (config->directory == NULL) problem = "the data directory is missing";
     if (config->metrics == NULL) problem = "metrics are missing";
-    if (config->subscribers_max > SZ_STREAM_SUBSCRIBERS_MAX) problem = "subscribers_max is too large";
-    if (config->directory != NULL && strlen(config->directory) >= PATH_SIZE) problem = "path too long";
+    if (config->subscribers_max > SZ_STREAM_SUBSCRIBERS_MAX) {
+        problem = "subscribers_max is too large";
+    }
+    if (config->directory != NULL && strlen(config->directory) >= PATH_SIZE) {
+        problem = "path too long";
+    }
     if (config->archive_directory != NULL && strlen(config->archive_directory) >= PATH_SIZE) {
         problem = "path too long";
     }
     if (problem != NULL) {
-        if (error_out != NULL && error_size > 0) snprintf(error_out, error_size, "stream: %s", problem);
+        if (error_out != NULL && error_size > 0) {
+            snprintf(error_out, error_size, "stream: %s", problem);
+        }
         return -EINVAL;
     }
     sz_stream_t *stream = calloc(1, sizeof(*stream));
@@ -508,6 +529,7 @@ int sz_stream_open(const sz_stream_config_t *config, sz_stream_t **stream_out, c
     atomic_init(&stream->op_committed, config->op_committed);
     atomic_init(&stream->sleeping, 0);
     atomic_init(&stream->stopping, 0);
+    atomic_init(&stream->op_needed, UINT64_MAX);
     stream->epoll_fd = stream->wake_fd = -1;
     pthread_mutex_init(&stream->lock, NULL);
     uint32_t max = stream->config.subscribers_max;

@@ -55,6 +55,12 @@ void sz_stream_close(sz_stream_t *stream);
 /* Ledger thread: every op up to op_committed is committed (never decreases). */
 void sz_stream_publish(sz_stream_t *stream, uint64_t op_committed);
 
+/* Any thread: the oldest op a streaming subscriber still needs (UINT64_MAX when none), as
+ * of the stream thread's last round. Journal retention should keep the segment holding
+ * it (and later ones); a subscriber whose segment is removed anyway is closed when its
+ * reader misses it, and gets OP_RETIRED when it subscribes again. */
+uint64_t sz_stream_op_needed(const sz_stream_t *stream);
+
 /* Gateway thread: hands over a connection (non-blocking socket, already out of the
  * gateway's epoll set) that sent this subscribe request (header and body checked). Returns
  * 0 (the stream thread owns fd and answers it) or -EAGAIN when its queue of handovers is

@@ -48,6 +48,7 @@ typedef struct source_server {
     uint32_t connect_timeout_ms;
     int fd;
     bool subscribed;   /* the OK reply arrived on this connection */
+    bool progressed;   /* this connection handed out an entry */
     int failed;        /* a refusal that retrying cannot fix: returned from every next() */
     uint64_t op_next;  /* the op the next entry must carry */
     bool chain_known;  /* once an entry was handed out */
@@ -84,6 +85,7 @@ static void source_disconnect(source_server_t *source, bool backoff) {
     if (source->fd >= 0) close(source->fd);
     source->fd = -1;
     source->subscribed = false;
+    source->progressed = false;
     source->buffer_start = source->buffer_end = 0;
     uint64_t now_ms = clock_ms();
     if (!backoff) {
@@ -331,7 +333,8 @@ static int source_step(source_server_t *source, const sz_journal_header_t **head
     if (source->fd < 0) {
         uint64_t now_ms = clock_ms();
         if (now_ms < source->retry_at_ms) {
-            uint64_t until_ms = source->retry_at_ms < deadline_ms ? source->retry_at_ms : deadline_ms;
+            uint64_t until_ms = source->retry_at_ms < deadline_ms ? source->retry_at_ms
+                                                                  : deadline_ms;
             /* Backoff: nothing to wait on but time. */
             struct timespec pause = {.tv_sec = (time_t)((until_ms - now_ms) / 1000),
                                      .tv_nsec = (long)((until_ms - now_ms) % 1000) * 1000000};
@@ -347,7 +350,6 @@ static int source_step(source_server_t *source, const sz_journal_header_t **head
         int result = source_reply(source);
         if (result == 0) {
             source->subscribed = true;
-            source->backoff_ms = BACKOFF_MS_MIN;
         } else if (result == -EAGAIN) {
             source_disconnect(source, true);
             return 0;
@@ -359,16 +361,20 @@ static int source_step(source_server_t *source, const sz_journal_header_t **head
     }
     if (source->subscribed) {
         int result = source_entry(source, header_out, body_out);
-        if (result != 0) {
-            if (result < 0) source_disconnect(source, true);
-            return result;
+        if (result < 0) source_disconnect(source, true);
+        if (result > 0 && !source->progressed) {
+            /* The connection works: the next loss reconnects at once. */
+            source->progressed = true;
+            source->backoff_ms = BACKOFF_MS_MIN;
         }
+        if (result != 0) return result;
     }
     int result = source_receive(source, deadline_ms);
     if (result < 0) {
         source_error(source, "connection to %s lost: %s; reconnecting", source->address,
                      strerror(-result));
-        source_disconnect(source, !source->subscribed);
+        /* A connection that gave nothing (a server closing at once) waits before the next. */
+        source_disconnect(source, !source->progressed);
         return 0;
     }
     return result == 1 ? STEP_AGAIN : 0;
@@ -403,7 +409,9 @@ int sz_source_server_open(const sz_source_server_options_t *options, sz_source_t
     *source_out = NULL;
     if (options->address == NULL || strlen(options->address) >= ADDRESS_SIZE ||
         options->op_from == 0) {
-        if (error_out != NULL) snprintf(error_out, error_size, "an address and op_from >= 1 are needed");
+        if (error_out != NULL) {
+            snprintf(error_out, error_size, "an address and op_from >= 1 are needed");
+        }
         return -EINVAL;
     }
     source_server_t *source = calloc(1, sizeof(*source));

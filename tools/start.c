@@ -306,7 +306,9 @@ static void start_on_committed(uint64_t op_committed, void *context) {
 static void *start_stream_thread(void *context) {
     start_server_t *server = context;
     int result = sz_stream_run(server->stream);
-    if (result < 0) fprintf(stderr, "level=error msg=stream_stopped error=\"%s\"\n", strerror(-result));
+    if (result < 0) {
+        fprintf(stderr, "level=error msg=stream_stopped error=\"%s\"\n", strerror(-result));
+    }
     return NULL;
 }
 

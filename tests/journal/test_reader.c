@@ -134,7 +134,9 @@ static void entry_assert(const sz_journal_header_t *header, const void *body, ui
     cr_assert_eq(header->operation, (uint8_t)entry.operation);
     cr_assert_eq(header->timestamp, entry.timestamp);
     cr_assert_eq(header->trace_id, entry.trace_id);
-    if (body_size > 0) cr_assert_eq(memcmp(body, events, body_size), 0, "op %llu body", (unsigned long long)op);
+    if (body_size > 0) {
+        cr_assert_eq(memcmp(body, events, body_size), 0, "op %llu body", (unsigned long long)op);
+    }
     cr_assert_eq((uintptr_t)body % 128, 0, "bodies are aligned as records");
 }
 

@@ -419,8 +419,9 @@ Test(stream, a_subscriber_that_stops_reading_does_not_slow_writes_and_then_catch
             (unsigned long long)alone_ms, (unsigned long long)paused_ms,
             (unsigned long long)lag, (unsigned long long)journal_copy.op_last);
     cr_assert_gt(lag, 0, "the paused subscriber was behind while the writes completed");
-    /* Generous: the point is that the ledger never waits for the subscriber. */
-    cr_assert_lt(paused_ms, 3 * alone_ms + 2000, "writes were not held back");
+    /* Had the ledger waited for the subscriber, the writes would never have finished (it
+     * reads nothing meanwhile); the time bound is generous for a shared machine. */
+    cr_assert_lt(paused_ms, 3 * alone_ms + 5000, "writes were not held back");
     subscriber_until(subscriber, journal_copy.op_last);
     subscriber_matches_journal(subscriber);
     /* The gauge is set right after the last send: give the stream thread its moment. */
@@ -503,7 +504,8 @@ Test(stream, bad_subscribe_requests_get_their_statuses,
     cr_assert_eq(request_raw(server.port, frame, sizeof(frame), &reply),
                  SZ_STATUS_SUBSCRIPTION_INVALID);
     /* The source reports refusals at open. */
-    sz_source_server_options_t options = {.address = server.address, .cluster_id = 99, .op_from = 1};
+    sz_source_server_options_t options = {.address = server.address, .cluster_id = 99,
+                                          .op_from = 1};
     sz_source_t *source = NULL;
     char error[256];
     cr_assert_eq(sz_source_server_open(&options, &source, error, sizeof(error)), -EPROTO);
@@ -548,7 +550,8 @@ Test(stream, bad_subscribe_requests_get_their_statuses,
     subscriber_matches_journal(subscriber);
     subscriber_close(subscriber);
     cr_assert_eq(rename(to, from), 0);
-    cr_assert_eq(metric_read(server.metrics_port, "sumzero_subscriptions_total{status=\"op_ahead\"}"), 2);
+    cr_assert_eq(metric_read(server.metrics_port,
+                             "sumzero_subscriptions_total{status=\"op_ahead\"}"), 2);
     sumzero_client_close(client);
     cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
 }
@@ -617,6 +620,81 @@ Test(stream, a_subscriber_catches_up_on_200000_small_entries,
             (unsigned long long)(journal_copy.op_last * 1000 / elapsed_ms),
             (unsigned long long)(subscriber->bytes / 1000 / elapsed_ms));
     subscriber_close(subscriber);
+    cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
+}
+
+typedef struct position_find {
+    uint64_t op;
+    sz_journal_position_t position;
+} position_find_t;
+
+static int position_collect(const sz_journal_header_t *header, const void *body,
+                            const sz_journal_position_t *position, void *context) {
+    (void)body;
+    position_find_t *find = context;
+    if (header->op != find->op) return 0;
+    find->position = *position;
+    return 1; /* found: stop the read-only scan */
+}
+
+static void file_flip(const char *name, uint64_t offset) {
+    char path[128];
+    snprintf(path, sizeof(path), "%s/%s", directory, name);
+    FILE *file = fopen(path, "r+b");
+    cr_assert_not_null(file);
+    cr_assert_eq(fseek(file, (long)offset, SEEK_SET), 0);
+    int byte = fgetc(file);
+    cr_assert_neq(byte, EOF);
+    cr_assert_eq(fseek(file, (long)offset, SEEK_SET), 0);
+    cr_assert_neq(fputc(byte ^ 0x10, file), EOF);
+    cr_assert_eq(fclose(file), 0);
+}
+
+static bool log_contains(const char *text) {
+    FILE *log = fopen(server.log_path, "r");
+    if (log == NULL) return false;
+    char line[4096];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), log) != NULL) found = strstr(line, text) != NULL;
+    fclose(log);
+    return found;
+}
+
+Test(stream, a_damaged_entry_is_never_sent_and_the_server_says_so,
+     .init = setup, .fini = teardown, .timeout = 120) {
+    server_start(&server, NULL);
+    sumzero_client_t *client = client_open(&server);
+    accounts_create(client);
+    writer_t writer;
+    pthread_t thread;
+    writer_start(&writer, &thread, client, 1, 20000);
+    writer_join(&writer, thread);
+    journal_read();
+    /* Where op 10 is, from a read-only open of the journal. */
+    sz_storage_t *storage = NULL;
+    cr_assert_eq(sz_storage_uring_init(directory, &storage), 0);
+    position_find_t find = {.op = 10};
+    sz_journal_options_t options = {.read_only = true, .on_entry = position_collect,
+                                    .entry_context = &find};
+    sz_journal_t *journal = NULL;
+    cr_assert_eq(sz_journal_open(storage, &options, &journal, NULL), 0);
+    sz_journal_deinit(journal);
+    sz_storage_deinit(storage);
+    char name[SZ_STORAGE_NAME_SIZE];
+    sz_journal_segment_name(find.position.segment, name);
+    file_flip(name, find.position.offset + SZ_JOURNAL_HEADER_SIZE + 3); /* in its body */
+    subscriber_t *subscriber = subscriber_open(server.address, 1);
+    uint64_t deadline_ms = sz_test_clock_ms() + 1000;
+    while (sz_test_clock_ms() < deadline_ms) subscriber_read(subscriber, 50);
+    cr_assert_eq(subscriber->op_next, 10,
+                 "ops 1..9 came, op 10 never did (next %llu, segment %u offset %llu)",
+                 (unsigned long long)subscriber->op_next, find.position.segment,
+                 (unsigned long long)find.position.offset);
+    subscriber_matches_journal(subscriber);
+    cr_assert(log_contains("msg=subscription_journal_damaged"), "the server logs the damage");
+    subscriber_close(subscriber);
+    file_flip(name, find.position.offset + SZ_JOURNAL_HEADER_SIZE + 3);
+    sumzero_client_close(client);
     cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
 }
 
