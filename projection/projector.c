@@ -52,6 +52,7 @@ typedef struct projector_stream {
     bool committing;                   /* handed a batch not yet accounted for */
     bool quit;
     int result;
+    uint64_t committed_wall_ns; /* when the writer's last commit returned */
     char error[512];
 } projector_stream_t;
 
@@ -190,8 +191,11 @@ static void *projector_writer(void *raw) {
         const sz_postgres_batch_t *batch = stream->handed;
         pthread_mutex_unlock(&stream->mutex);
         int result = projector_commit(stream, batch);
+        struct timespec wall;
+        clock_gettime(CLOCK_REALTIME, &wall);
         pthread_mutex_lock(&stream->mutex);
         stream->result = result;
+        stream->committed_wall_ns = (uint64_t)wall.tv_sec * 1000000000ull + (uint64_t)wall.tv_nsec;
         stream->handed = NULL;
         pthread_cond_broadcast(&stream->cond);
     }
@@ -199,14 +203,12 @@ static void *projector_writer(void *raw) {
     return NULL;
 }
 
-/* A line per second while writing: the position, how far it is behind the wall clock
- * (the op's timestamp is the leader's clock when it committed), and the rate. */
-static void projector_progress(projector_t *projector, uint64_t timestamp_ns) {
+/* A line per second while writing: the position, how far it was behind the leader when it
+ * committed (the op's timestamp is the leader's clock when it applied the op), and the
+ * rate. */
+static void projector_progress(projector_t *projector, uint64_t timestamp_ns, uint64_t wall_ns) {
     uint64_t now_ns = projector_clock_ns();
     if (now_ns - projector->progress_logged_ns < 1000000000ull) return;
-    struct timespec wall;
-    clock_gettime(CLOCK_REALTIME, &wall);
-    uint64_t wall_ns = (uint64_t)wall.tv_sec * 1000000000ull + (uint64_t)wall.tv_nsec;
     double seconds = (double)(now_ns - projector->progress_logged_ns) / 1e9;
     uint64_t transfers = projector->stats->transfer_count - projector->progress_transfer_count;
     projector_log(projector,
@@ -226,6 +228,7 @@ static int projector_writer_wait(projector_stream_t *stream) {
     pthread_mutex_lock(&stream->mutex);
     while (stream->handed != NULL) pthread_cond_wait(&stream->cond, &stream->mutex);
     int result = stream->result;
+    uint64_t committed_wall_ns = stream->committed_wall_ns;
     stream->result = 0;
     pthread_mutex_unlock(&stream->mutex);
     if (!stream->committing) return result;
@@ -252,7 +255,7 @@ static int projector_writer_wait(projector_stream_t *stream) {
     uint64_t entries_position = projector->streams[1].position;
     projector->stats->op_position = transfers_position < entries_position ? transfers_position
                                                                           : entries_position;
-    projector_progress(projector, stream->batch_timestamp[done]);
+    projector_progress(projector, stream->batch_timestamp[done], committed_wall_ns);
     return 0;
 }
 
