@@ -190,7 +190,10 @@ static void *projector_writer(void *raw) {
         if (stream->handed == NULL) break;
         const sz_postgres_batch_t *batch = stream->handed;
         pthread_mutex_unlock(&stream->mutex);
+        uint64_t started_ns = projector_clock_ns();
         int result = projector_commit(stream, batch);
+        __atomic_fetch_add(&stream->projector->stats->commit_ns[stream->kind],
+                           projector_clock_ns() - started_ns, __ATOMIC_RELEASE);
         struct timespec wall;
         clock_gettime(CLOCK_REALTIME, &wall);
         pthread_mutex_lock(&stream->mutex);

@@ -34,7 +34,7 @@
 #include "kafka.h"
 #include "source.h"
 
-#define SZ_PROJECTOR_BATCH_ROWS_DEFAULT 300000u
+#define SZ_PROJECTOR_BATCH_ROWS_DEFAULT 1000000u
 #define SZ_PROJECTOR_BATCH_MS_DEFAULT 500u
 #define SZ_PROJECTOR_RETRY_MS_DEFAULT 5000u
 
@@ -62,6 +62,8 @@ typedef struct sz_projector_stats {
     uint64_t expired_count;
     uint64_t batch_count;
     uint64_t retry_count;         /* failed transactions or connects retried */
+    uint64_t commit_ns[2];        /* time each stream's writer spent committing (transfers,
+                                     entries), retries included */
     uint64_t rebuild_ns;          /* time to rebuild up to the stored position */
     uint64_t write_ns;            /* time from the first op written to the end */
 } sz_projector_stats_t;

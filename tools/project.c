@@ -224,8 +224,10 @@ static void project_print(const sz_projector_stats_t *stats) {
            (unsigned long long)stats->line_count, (unsigned long long)stats->rejected_count,
            (unsigned long long)stats->expired_count, (unsigned long long)stats->batch_count,
            (unsigned long long)stats->retry_count);
-    printf("project: rebuild_seconds=%.3f write_seconds=%.3f transfers_per_second=%.0f\n",
-           (double)stats->rebuild_ns / 1e9, seconds,
+    printf("project: rebuild_seconds=%.3f write_seconds=%.3f commit_seconds_transfers=%.3f "
+           "commit_seconds_entries=%.3f transfers_per_second=%.0f\n",
+           (double)stats->rebuild_ns / 1e9, seconds, (double)stats->commit_ns[0] / 1e9,
+           (double)stats->commit_ns[1] / 1e9,
            seconds > 0 ? (double)stats->transfer_count / seconds : 0.0);
 }
 
