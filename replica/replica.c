@@ -1258,7 +1258,8 @@ static int replica_recover_snapshot(sz_replica_t *replica, uint64_t op,
 
 /* The state at the journal's end: from the newest snapshot that holds, else from op 1. */
 static int replica_recover(sz_replica_t *replica, sz_journal_problem_t *problem) {
-    replica->snapshots_on = replica->config.snapshots.directory_fd >= 0;
+    replica->snapshots_on =
+        replica->config.snapshots.enabled && replica->config.snapshots.directory_fd >= 0;
     if (replica->snapshots_on && replica_superblock_read(replica) == 0) {
         replica->chain_head_last = replica->genesis;
         uint64_t ops[SNAPSHOT_LIST_MAX];
@@ -1310,14 +1311,13 @@ static int replica_allocate(sz_replica_t *replica, sz_journal_problem_t *problem
     replica->slots = calloc(replica->slot_count, sizeof(replica_slot_t));
     replica->push_batch = calloc(replica->slot_count, sizeof(sz_message_t *));
     replica->scratch_results = malloc(SZ_BATCH_EVENTS_MAX * sizeof(sz_create_result_t));
-    if (config->snapshots.directory_fd >= 0) {
-        replica->dontfork_set = calloc(DONTFORK_SET_SIZE, sizeof(void *));
-    }
+    bool snapshots = config->snapshots.enabled;
+    if (snapshots) replica->dontfork_set = calloc(DONTFORK_SET_SIZE, sizeof(void *));
     uint32_t clients_max = config->clients_max != 0 ? config->clients_max : CLIENTS_DEFAULT;
     int result = cache_init(&replica->cache, clients_max);
     if (replica->slots == NULL || replica->push_batch == NULL ||
         replica->scratch_results == NULL || result < 0 ||
-        (config->snapshots.directory_fd >= 0 && replica->dontfork_set == NULL)) {
+        (snapshots && replica->dontfork_set == NULL)) {
         if (problem != NULL) {
             snprintf(problem->reason, sizeof(problem->reason), "out of memory for the replica");
         }

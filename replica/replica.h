@@ -10,7 +10,7 @@
  *   until sz_replica_stop(); nothing else may touch the replica meanwhile, except
  *   sz_replica_stop() and sz_replica_snapshot_request() (any thread, signal handlers
  *   too) and reading sz_metrics_t.
- * - Snapshots (when config.snapshots.directory_fd >= 0, the server's DATA/snapshots):
+ * - Snapshots (when config.snapshots.enabled; directory_fd is the server's DATA/snapshots):
  *   - Recovery: sz_replica_open() loads the newest snapshot that verifies (checksums, this
  *     journal's cluster id, and its chain head against the journal's entry after it), then
  *     replays only the journal after its op; the reply cache comes from the snapshot's
@@ -69,7 +69,8 @@ typedef enum sz_replica_retention {
 } sz_replica_retention_t;
 
 typedef struct sz_replica_snapshots {
-    int directory_fd;      /* -1: none taken, none loaded (full replay at open) */
+    bool enabled;          /* false: none taken, none loaded (full replay at open) */
+    int directory_fd;
     uint64_t every_ops;    /* 0: not by op count */
     uint64_t every_ns;     /* 0: not by time */
     uint32_t keep_count;   /* snapshots kept by the pruning after each one; 0 for 3 */

@@ -541,7 +541,7 @@ int sz_command_start(int argc, char **argv) {
         /* Every minute (when anything changed): the journal tail a restart replays stays
          * at most a minute of load, and writing the whole state that often costs little
          * disk bandwidth; op counts measure work badly (an op holds 1 to 8190 events). */
-        .snapshots = {.directory_fd = -1, .every_ns = 60ull * 1000000000ull,
+        .snapshots = {.enabled = true, .directory_fd = -1, .every_ns = 60ull * 1000000000ull,
                       .keep_count = 3, .retention = SZ_REPLICA_RETENTION_KEEP},
     };
     int code = start_parse(argc, argv, &arguments);
