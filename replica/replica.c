@@ -1203,9 +1203,11 @@ static int replica_recover_snapshot(sz_replica_t *replica, uint64_t op,
         return result;
     }
     if (result < 0) {
-        snprintf(reason, sizeof(reason), "%s (%s)",
+        /* strerror(EUCLEAN) ("Structure needs cleaning") would only confuse. */
+        snprintf(reason, sizeof(reason), "%s%s%s%s",
                  snapshot_problem.reason[0] != '\0' ? snapshot_problem.reason : "cannot load",
-                 strerror(-result));
+                 result == -EUCLEAN ? "" : " (", result == -EUCLEAN ? "" : strerror(-result),
+                 result == -EUCLEAN ? "" : ")");
         replica_snapshot_invalid(replica, name, reason);
         return -EAGAIN;
     }
