@@ -93,6 +93,7 @@ typedef struct snapshot_header {
     uint8_t reserved_c[SNAPSHOT_HEADER_SIZE - 256 - SNAPSHOT_SECTION_COUNT * 64];
 } snapshot_header_t;
 static_assert(sizeof(snapshot_header_t) == SNAPSHOT_HEADER_SIZE, "header is one block");
+static_assert(SNAPSHOT_SECTION_COUNT <= SZ_SNAPSHOT_SECTIONS_MAX, "info holds every section");
 static_assert(offsetof(snapshot_header_t, cluster_id) == 32, "header layout");
 static_assert(offsetof(snapshot_header_t, op) == 48, "header layout");
 static_assert(offsetof(snapshot_header_t, chain_head) == 64, "header layout");
@@ -621,44 +622,54 @@ static int loader_ledger(loader_t *loader, const snapshot_header_t *header,
     return 0;
 }
 
+/* Opens name and reads and checks its header and section table into header (a block of
+ * loader memory). cluster_id 0 accepts any cluster (sz_snapshot_info only). */
+static int loader_open(loader_t *loader, int directory_fd, sz_u128 cluster_id,
+                       snapshot_header_t *header, sz_ledger_image_t *image_out) {
+    uint64_t op_unused = 0;
+    if (name_parse(loader->name, &op_unused) == NAME_TMP) {
+        return problem_set(loader->problem, loader->name, 0, -EUCLEAN,
+                           "an unfinished snapshot (.tmp): never loaded");
+    }
+    loader->fd = openat(directory_fd, loader->name, O_RDONLY | O_CLOEXEC);
+    if (loader->fd < 0) {
+        return problem_set(loader->problem, loader->name, 0, -errno,
+                           errno == ENOENT ? "no such snapshot" : "cannot open the snapshot");
+    }
+    struct stat status;
+    if (fstat(loader->fd, &status) != 0) {
+        return problem_set(loader->problem, loader->name, 0, -errno, "fstat failed");
+    }
+    int result = loader_read(loader, 0, header, SNAPSHOT_HEADER_SIZE, "the header");
+    if (result == 0) {
+        result = header_check(loader, header, cluster_id == 0 ? header->cluster_id : cluster_id,
+                              (uint64_t)status.st_size);
+    }
+    if (result == 0) result = sections_check(loader, header, image_out);
+    return result;
+}
+
+static void *loader_memory(loader_t *loader) {
+    void *memory = mmap(NULL, LOADER_MEMORY_SIZE, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) return NULL;
+    loader->buffer = (uint8_t *)memory + SNAPSHOT_HEADER_SIZE;
+    loader->padding = loader->buffer + CHUNK_SIZE;
+    return memory;
+}
+
 int sz_snapshot_load(int directory_fd, const char *name, sz_u128 cluster_id,
                      const sz_ledger_config_t *config, sz_snapshot_loaded_t *loaded_out,
                      sz_snapshot_problem_t *problem_out) {
     SZ_ASSERT(name != NULL && config != NULL && loaded_out != NULL);
     memset(loaded_out, 0, sizeof(*loaded_out));
     if (problem_out != NULL) memset(problem_out, 0, sizeof(*problem_out));
-    uint64_t op_unused = 0;
-    if (name_parse(name, &op_unused) == NAME_TMP) {
-        return problem_set(problem_out, name, 0, -EUCLEAN,
-                           "an unfinished snapshot (.tmp): never loaded");
-    }
     loader_t loader = {.fd = -1, .name = name, .problem = problem_out};
-    snapshot_header_t *header = NULL;
     sz_ledger_t *ledger = NULL;
-    int result = 0;
-    loader.fd = openat(directory_fd, name, O_RDONLY | O_CLOEXEC);
-    if (loader.fd < 0) {
-        return problem_set(problem_out, name, 0, -errno,
-                           errno == ENOENT ? "no such snapshot" : "cannot open the snapshot");
-    }
-    struct stat status;
-    void *memory = mmap(NULL, LOADER_MEMORY_SIZE, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (memory == MAP_FAILED) {
-        close(loader.fd);
-        return problem_set(problem_out, name, 0, -ENOMEM, "mmap failed");
-    }
-    header = memory;
-    loader.buffer = (uint8_t *)memory + SNAPSHOT_HEADER_SIZE;
-    loader.padding = loader.buffer + CHUNK_SIZE;
-    if (fstat(loader.fd, &status) != 0) {
-        result = problem_set(problem_out, name, 0, -errno, "fstat failed");
-        goto done;
-    }
-    result = loader_read(&loader, 0, header, SNAPSHOT_HEADER_SIZE, "the header");
-    if (result == 0) result = header_check(&loader, header, cluster_id, (uint64_t)status.st_size);
+    snapshot_header_t *header = loader_memory(&loader);
+    if (header == NULL) return problem_set(problem_out, name, 0, -ENOMEM, "mmap failed");
     sz_ledger_image_t image;
-    if (result == 0) result = sections_check(&loader, header, &image);
+    int result = loader_open(&loader, directory_fd, cluster_id, header, &image);
     if (result < 0) goto done;
     result = sz_ledger_init(config, &ledger);
     if (result < 0) {
@@ -682,8 +693,42 @@ done:
         memset(loaded_out, 0, sizeof(*loaded_out));
     }
     sz_ledger_deinit(ledger);
-    munmap(memory, LOADER_MEMORY_SIZE);
-    close(loader.fd);
+    munmap(header, LOADER_MEMORY_SIZE);
+    if (loader.fd >= 0) close(loader.fd);
+    return result;
+}
+
+int sz_snapshot_info(int directory_fd, const char *name, sz_u128 cluster_id,
+                     sz_snapshot_info_t *info_out, sz_snapshot_problem_t *problem_out) {
+    SZ_ASSERT(name != NULL && info_out != NULL);
+    memset(info_out, 0, sizeof(*info_out));
+    if (problem_out != NULL) memset(problem_out, 0, sizeof(*problem_out));
+    loader_t loader = {.fd = -1, .name = name, .problem = problem_out};
+    snapshot_header_t *header = loader_memory(&loader);
+    if (header == NULL) return problem_set(problem_out, name, 0, -ENOMEM, "mmap failed");
+    sz_ledger_image_t image;
+    int result = loader_open(&loader, directory_fd, cluster_id, header, &image);
+    if (result == 0) {
+        info_out->meta = (sz_snapshot_meta_t){
+            .cluster_id = header->cluster_id, .op = header->op, .timestamp = header->timestamp,
+            .chain_head = header->chain_head,
+            .digest = {.low = header->digest_low, .high = header->digest_high},
+            .created_ns = header->created_ns};
+        info_out->version = header->version;
+        info_out->file_size = header->file_size;
+        info_out->ledger_op_count = header->ledger_op_count;
+        info_out->pending_live = header->pending_live;
+        info_out->section_count = SNAPSHOT_SECTION_COUNT;
+        for (uint32_t index = 0; index < SNAPSHOT_SECTION_COUNT; index++) {
+            const snapshot_section_t *section = &header->sections[index];
+            info_out->sections[index] = (sz_snapshot_section_info_t){
+                .name = section_name(section->kind), .record_size = section->record_size,
+                .record_count = section->record_count, .offset = section->offset,
+                .size = section->size, .checksum = section->checksum};
+        }
+    }
+    munmap(header, LOADER_MEMORY_SIZE);
+    if (loader.fd >= 0) close(loader.fd);
     return result;
 }
 

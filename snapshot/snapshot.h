@@ -70,6 +70,33 @@ SZ_MUST_USE int sz_snapshot_load(int directory_fd, const char *name, sz_u128 clu
                                  sz_snapshot_problem_t *problem_out);
 void sz_snapshot_sessions_free(void *sessions, size_t sessions_size);
 
+/* What a snapshot's header says, for tools (sumzero inspect). */
+#define SZ_SNAPSHOT_SECTIONS_MAX 8u
+typedef struct sz_snapshot_section_info {
+    const char *name; /* "accounts", "transfers", ... (static) */
+    uint32_t record_size;
+    uint64_t record_count;
+    uint64_t offset;
+    uint64_t size;
+    sz_u128 checksum;
+} sz_snapshot_section_info_t;
+
+typedef struct sz_snapshot_info {
+    sz_snapshot_meta_t meta;
+    uint32_t version;
+    uint64_t file_size;
+    uint64_t ledger_op_count;
+    uint64_t pending_live;
+    uint32_t section_count;
+    sz_snapshot_section_info_t sections[SZ_SNAPSHOT_SECTIONS_MAX];
+} sz_snapshot_info_t;
+
+/* Reads and checks the header alone (magic, checksum, version, cluster, file size, section
+ * table), not the sections: errors as for load. cluster_id 0 accepts any cluster. */
+SZ_MUST_USE int sz_snapshot_info(int directory_fd, const char *name, sz_u128 cluster_id,
+                                 sz_snapshot_info_t *info_out,
+                                 sz_snapshot_problem_t *problem_out);
+
 /* The ops of the complete snapshots in the directory (by name; not verified), newest
  * first. Returns the count found (at most op_max are written) or a negative errno. */
 SZ_MUST_USE int sz_snapshot_list(int directory_fd, uint64_t *ops_out, uint32_t op_max);
