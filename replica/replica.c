@@ -100,6 +100,7 @@
 #include <xxhash.h>
 
 #include "replica.h"
+#include "journal/retention.h"
 #include "snapshot/snapshot.h"
 
 #define CLIENTS_DEFAULT 1024u
@@ -130,6 +131,8 @@
 #define SNAPSHOT_REAP_INTERVAL_NS 1000000ull
 #define SNAPSHOT_REAP_IDLE_NS 10000000ull
 #define SNAPSHOT_KEEP_DEFAULT 3u
+/* Pruning keeps at most this many: the child lists them on its stack. */
+#define SNAPSHOT_KEEP_MAX 1000u
 /* Snapshots looked at by recovery, newest first: pruning keeps far fewer. */
 #define SNAPSHOT_LIST_MAX 256u
 /* Messages marked MADV_DONTFORK, remembered so each is marked once: at least twice the
@@ -229,18 +232,12 @@ struct sz_replica {
     /* Recovery: the ledger's refusal, kept apart from the journal's own problem. */
     int recover_error;
     sz_journal_problem_t recover_problem;
-    uint64_t recover_op_after;  /* the snapshot's op: entries up to it are not applied */
-    sz_u128 recover_anchor;     /* its chain head: the checksum_header of that op */
-    bool recover_anchor_wrong;
     uint64_t op_count_replayed;
 
     /* Snapshots (see "Snapshots: taking them" below). chain_head_* is the
      * checksum_header of op_last's and op_committed's entries (genesis for op 0). */
     bool snapshots_on;
-    sz_u128 genesis;
-    sz_u128 chain_head_last;
     sz_u128 chain_head_committed;
-    sz_u128 checksum_body_empty;
     uint64_t snapshot_op_recovered;
     uint64_t snapshot_op_last;    /* newest written or recovered from */
     uint64_t snapshot_taken_ns;   /* monotonic: the last fork, or the open */
@@ -312,42 +309,13 @@ static void reply_seal(sz_message_t *message, sz_status_t status, uint64_t op, u
     message->reply_size = SZ_FRAME_HEADER_SIZE + body_size;
 }
 
-static sz_u128 checksum_128(const void *data, size_t size) {
-    XXH128_hash_t hash = XXH3_128bits(data, size);
-    return ((sz_u128)hash.high64 << 64) | hash.low64;
-}
-
-/* The checksum_header of the entry sz_journal_append() just wrote for op, rebuilt from the
- * same fields journal.c puts in it (sz_journal_append), and made the new chain head. The
- * journal's op_durable at the append is ours: on_durable reports every change of it
- * before an append can see it. A snapshot at op N records N's chain head without asking
- * the journal; recovery checks it against the journal's own entry, so a mistake here
- * is found as "chain head differs", never trusted. body's checksum is the request
- * frame's (the gateway checked it over the same bytes the journal copies). */
-static sz_u128 replica_chain_next(sz_replica_t *replica, const sz_journal_append_t *entry,
-                                  sz_u128 checksum_body, uint64_t op) {
-    SZ_ASSERT(op == replica->op_last);
-    SZ_ASSERT(replica->op_durable < op);
-    sz_journal_header_t header = {
-        .checksum_body = checksum_body,
-        .checksum_previous = replica->chain_head_last,
-        .cluster_id = replica->cluster_id,
-        .client_id = entry->client_id,
-        .trace_id = entry->trace_id,
-        .op = op,
-        .timestamp = entry->timestamp,
-        .op_durable = replica->op_durable,
-        .request_number = entry->request_number,
-        .body_size = entry->event_count * SZ_JOURNAL_EVENT_SIZE,
-        .event_count = entry->event_count,
-        .operation = (uint8_t)entry->operation,
-        .version = SZ_JOURNAL_VERSION,
-        .magic = SZ_JOURNAL_ENTRY_MAGIC,
-    };
-    header.checksum_header =
-        checksum_128((const uint8_t *)&header + 16, SZ_JOURNAL_HEADER_SIZE - 16);
-    replica->chain_head_last = header.checksum_header;
-    return header.checksum_header;
+/* The chain head of the op just appended: the journal's checksum_last. A snapshot at op
+ * N records N's; the slot keeps it until N is applied. */
+static sz_u128 replica_chain_head(const sz_replica_t *replica) {
+    sz_journal_info_t info;
+    sz_journal_info(replica->journal, &info);
+    SZ_ASSERT(info.op_last == replica->op_last);
+    return info.checksum_last;
 }
 
 /* Messages are the gateway's (a pool of 2 MiB each): a snapshot child never reads them,
@@ -585,17 +553,7 @@ static uint32_t capacity_value(const sz_ledger_config_t *config, sz_batch_status
 static int replica_recover_entry(const sz_journal_header_t *header, const void *body,
                                  const sz_journal_position_t *position, void *context) {
     sz_replica_t *replica = context;
-    if (header->op <= replica->recover_op_after) {
-        /* In the snapshot already; its own entry must be the one the snapshot chained to. */
-        if (header->op == replica->recover_op_after &&
-            header->checksum_header != replica->recover_anchor) {
-            replica->recover_anchor_wrong = true;
-            replica->recover_error = -EUCLEAN;
-            return -EUCLEAN;
-        }
-        replica->chain_head_last = header->checksum_header;
-        return 0;
-    }
+    /* After a snapshot the journal delivers only the ops after its op (op_after). */
     SZ_ASSERT(header->op == replica->op_committed + 1);
     uint32_t result_count = 0;
     uint32_t expired_count = 0;
@@ -628,7 +586,6 @@ static int replica_recover_entry(const sz_journal_header_t *header, const void *
         return replica->recover_error;
     }
     replica->op_committed = header->op;
-    replica->chain_head_last = header->checksum_header;
     replica->op_count_replayed++;
     uint64_t span = header->event_count > 0 ? header->event_count : 1;
     replica->timestamp_last = header->timestamp + span - 1;
@@ -845,6 +802,8 @@ short_section:
 typedef struct snapshot_report {
     int32_t result;        /* 0 or a negative errno */
     uint32_t pruned_count;
+    uint32_t retired_count; /* journal segments archived or deleted */
+    uint32_t reserved;
     uint64_t size;         /* of the snapshot file */
     uint64_t write_ns;     /* sz_snapshot_write(), sessions included */
     char stage[16];        /* what failed: "sessions", "write", "prune", "retention" */
@@ -853,15 +812,16 @@ typedef struct snapshot_report {
 
 static_assert(sizeof(snapshot_report_t) <= PIPE_BUF, "one atomic pipe write");
 
-/* Every inherited fd but keep_a, keep_b and stderr: the data directory's lock, the
- * io_uring, the sockets. */
-static void snapshot_child_fds_close(int keep_a, int keep_b) {
-    int low = keep_a < keep_b ? keep_a : keep_b;
-    int high = keep_a < keep_b ? keep_b : keep_a;
-    SZ_ASSERT(low > STDERR_FILENO && high > low);
-    if (low > STDERR_FILENO + 1) (void)close_range(STDERR_FILENO + 1, (unsigned)low - 1, 0);
-    if (high > low + 1) (void)close_range((unsigned)low + 1, (unsigned)high - 1, 0);
-    (void)close_range((unsigned)high + 1, ~0u, 0);
+/* Every inherited fd but stdin..stderr and the keep_count in keep (ascending, no
+ * duplicates, -1 skipped): the data directory's lock, the io_uring, the sockets. */
+static void snapshot_child_fds_close(const int *keep, uint32_t keep_count) {
+    unsigned next = STDERR_FILENO + 1;
+    for (uint32_t index = 0; index < keep_count; index++) {
+        if (keep[index] < (int)next) continue;
+        if ((unsigned)keep[index] > next) (void)close_range(next, (unsigned)keep[index] - 1, 0);
+        next = (unsigned)keep[index] + 1;
+    }
+    (void)close_range(next, ~0u, 0);
 }
 
 static int snapshot_child_write(const sz_replica_t *replica, uint64_t op, sz_u128 chain_head,
@@ -898,11 +858,27 @@ static int snapshot_child_write(const sz_replica_t *replica, uint64_t op, sz_u12
     return 0;
 }
 
-/* Journal segments entirely before the oldest snapshot kept. */
+/* Journal segments wholly before the oldest snapshot kept: recovery needs its op + 1 on. */
 static int snapshot_child_retention(const sz_replica_t *replica, snapshot_report_t *report) {
-    if (replica->config.snapshots.retention == SZ_REPLICA_RETENTION_KEEP) return 0;
+    const sz_replica_snapshots_t *config = &replica->config.snapshots;
+    if (config->retention == SZ_REPLICA_RETENTION_KEEP) return 0;
     memcpy(report->stage, "retention", sizeof("retention"));
-    return -EOPNOTSUPP; /* TEMPORARY until journal/retention.h lands */
+    uint64_t ops[SNAPSHOT_KEEP_MAX];
+    int count = sz_snapshot_list(config->directory_fd, ops, config->keep_count);
+    if (count <= 0) return count;
+    uint32_t kept = (uint32_t)count < config->keep_count ? (uint32_t)count : config->keep_count;
+    sz_journal_problem_t problem;
+    memset(&problem, 0, sizeof(problem));
+    int archive_fd = config->retention == SZ_REPLICA_RETENTION_ARCHIVE ? config->archive_fd : -1;
+    int retired = sz_journal_retire(config->data_directory_fd, archive_fd, ops[kept - 1] + 1,
+                                    &problem);
+    if (retired < 0) {
+        static_assert(sizeof(report->problem.reason) == sizeof(problem.reason), "reasons");
+        memcpy(report->problem.reason, problem.reason, sizeof(problem.reason));
+        return retired;
+    }
+    report->retired_count = (uint32_t)retired;
+    return 0;
 }
 
 /* The child's whole life. Never returns. */
@@ -911,7 +887,23 @@ __attribute__((noreturn)) static void snapshot_child(const sz_replica_t *replica
                                                      sz_u128 chain_head) {
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(3); /* the parent died before the line above */
-    snapshot_child_fds_close(replica->config.snapshots.directory_fd, pipe_fd);
+    const sz_replica_snapshots_t *config = &replica->config.snapshots;
+    int keep[4] = {config->directory_fd, pipe_fd, -1, -1};
+    if (config->retention != SZ_REPLICA_RETENTION_KEEP) {
+        keep[2] = config->data_directory_fd;
+        if (config->retention == SZ_REPLICA_RETENTION_ARCHIVE) keep[3] = config->archive_fd;
+    }
+    /* Ascending for the close: four, so a few swaps. */
+    for (uint32_t pass = 0; pass < 4; pass++) {
+        for (uint32_t index = 0; index + 1 < 4; index++) {
+            if (keep[index] > keep[index + 1]) {
+                int swap = keep[index];
+                keep[index] = keep[index + 1];
+                keep[index + 1] = swap;
+            }
+        }
+    }
+    snapshot_child_fds_close(keep, 4);
     uint64_t started_ns = monotonic_ns();
     snapshot_report_t report;
     memset(&report, 0, sizeof(report));
@@ -1011,12 +1003,12 @@ static void replica_snapshot_reap(sz_replica_t *replica, bool wait) {
         sz_snapshot_name(op, name);
         replica_log(replica,
                     "level=info msg=snapshot_written op=%llu name=%s size=%llu "
-                    "duration_ms=%llu write_ms=%llu pause_us=%llu pruned=%u",
+                    "duration_ms=%llu write_ms=%llu pause_us=%llu pruned=%u retired=%u",
                     (unsigned long long)op, name, (unsigned long long)report.size,
                     (unsigned long long)(duration_ns / NS_PER_MS),
                     (unsigned long long)(report.write_ns / NS_PER_MS),
                     (unsigned long long)(replica->snapshot_pause_ns / NS_PER_US),
-                    report.pruned_count);
+                    report.pruned_count, report.retired_count);
         if (replica->metrics != NULL) {
             metrics_add(&replica->metrics->snapshots_written, 1);
             sz_metrics_set(&replica->metrics->snapshot_op, op);
@@ -1087,52 +1079,26 @@ void sz_replica_snapshot_request(sz_replica_t *replica) {
 /* ---------------------------------------------------------------------------------------
  * Recovery from snapshots.
  *
- *   [start] --no snapshot directory--> [full replay]
- *   [start] --replica_superblock_read fails--> [full replay] (the journal says why)
+ *   [start] --snapshots off, or sz_journal_superblock_read fails--> [full replay] (the
+ *            journal open then says why)
  *   [start] --sz_snapshot_list: newest first--> [trying N]
  *   [trying N] --sz_snapshot_load fails (damaged, truncated, other cluster)--> [trying
  *              the next] (msg=snapshot_invalid)
  *   [trying N] --loaded; sessions_restore fails--> [trying the next] (snapshot_invalid)
- *   [trying N] --replica_recover_journal: N's entry is not the snapshot's chain head--> [trying
- *              the next] (snapshot_invalid)
- *   [trying N] --the journal ends before N--> [refused] (-EUCLEAN: ops only the snapshot has)
  *   [trying N] --does not fit the capacities--> [refused] (-ENOSPC)
+ *   [trying N] --replica_recover_journal after N: -EUCLEAN or -ENOENT (N's entry is not
+ *              the snapshot's chain head, or the journal has no op N)--> [trying the next]
+ *              (snapshot_invalid; N remembered as unusable)
+ *   [trying N] --replica_recover_journal: another error--> [refused] (the journal's problem)
  *   [trying N] --journal after N applied--> [recovered]
- *   [trying the next] --none left--> [full replay] --replica_recover_journal--> [recovered] */
-
-/* The cluster id and the chain's genesis (the superblock's checksum), before the journal
- * is opened: a snapshot is checked against the cluster id before it is trusted. The
- * same checks as journal.c's superblock_read (either copy will do). */
-static int replica_superblock_read(sz_replica_t *replica) {
-    sz_storage_t *storage = replica->config.storage;
-    int file = -1;
-    int result = sz_storage_file_open(storage, SZ_JOURNAL_SUPERBLOCK_NAME,
-                                      SZ_STORAGE_OPEN_READ_ONLY, 0, &file);
-    if (result < 0) return result;
-    uint8_t block[2 * SZ_STORAGE_SECTOR_SIZE];
-    int64_t count = sz_storage_read(storage, file, 0, block, sizeof(block));
-    sz_storage_file_close(storage, file);
-    if (count < 0) return (int)count;
-    for (uint64_t copy = 0; copy < 2; copy++) {
-        uint64_t offset = copy * SZ_STORAGE_SECTOR_SIZE;
-        sz_journal_superblock_t superblock;
-        if ((uint64_t)count < offset + sizeof(superblock)) break;
-        memcpy(&superblock, block + offset, sizeof(superblock));
-        if (superblock.magic != SZ_JOURNAL_SUPERBLOCK_MAGIC ||
-            superblock.version != SZ_JOURNAL_VERSION ||
-            superblock.checksum != checksum_128((const uint8_t *)&superblock + 16,
-                                                sizeof(superblock) - 16)) {
-            continue;
-        }
-        replica->cluster_id = superblock.cluster_id;
-        replica->genesis = superblock.checksum;
-        return 0;
-    }
-    return -EUCLEAN;
-}
+ *   [trying the next] --none left--> [full replay] --replica_recover_journal--> [recovered]
+ *   [recovered] --a verified snapshot past the journal's end was unusable--> [refused]
+ *               (-EUCLEAN: the journal lost ops that only that snapshot has; loading an
+ *               older state would silently drop them) */
 
 /* Opens the journal and applies every entry after op_after (0: all of them). */
-static int replica_recover_journal(sz_replica_t *replica, sz_journal_problem_t *problem) {
+static int replica_recover_journal(sz_replica_t *replica, uint64_t op_after,
+                                   sz_u128 chain_head, sz_journal_problem_t *problem) {
     sz_journal_options_t options = {
         .in_flight_max = replica->config.in_flight_max,
         .on_entry = replica_recover_entry,
@@ -1140,13 +1106,14 @@ static int replica_recover_journal(sz_replica_t *replica, sz_journal_problem_t *
         .on_durable = replica_on_durable,
         .durable_context = replica,
         .on_written = replica_on_written,
+        .op_after = op_after,
+        .chain_head = chain_head,
     };
     replica->recover_error = 0;
-    replica->recover_anchor_wrong = false;
     int result = sz_journal_open(replica->config.storage, &options, &replica->journal, problem);
     if (replica->recover_error != 0) {
         /* The journal overwrote the problem with its own "scan stopped": ours says more. */
-        if (problem != NULL && !replica->recover_anchor_wrong) *problem = replica->recover_problem;
+        *problem = replica->recover_problem;
         result = replica->recover_error;
     }
     return result;
@@ -1162,8 +1129,6 @@ static int replica_recover_reset(sz_replica_t *replica) {
     replica->op_committed = 0;
     replica->timestamp_last = 0;
     replica->op_count_replayed = 0;
-    replica->recover_op_after = 0;
-    replica->chain_head_last = replica->genesis;
     uint32_t clients_max =
         replica->config.clients_max != 0 ? replica->config.clients_max : CLIENTS_DEFAULT;
     return cache_init(&replica->cache, clients_max);
@@ -1177,28 +1142,27 @@ static void replica_snapshot_invalid(sz_replica_t *replica, const char *name,
                 log_quoted(quoted));
 }
 
-/* Recovers from the snapshot of op. 0 done; -EAGAIN: invalid (logged), try the one
- * before; another error: give up (problem filled). */
-static int replica_recover_snapshot(sz_replica_t *replica, uint64_t op,
-                                    sz_journal_problem_t *problem) {
+/* Loads the snapshot of op into the replica (ledger, sessions, op, timestamp). 0, -EAGAIN
+ * (invalid: logged, nothing kept), or -ENOSPC / -ENOMEM with problem filled. */
+static int replica_recover_load(sz_replica_t *replica, uint64_t op, sz_u128 cluster_id,
+                                sz_u128 *chain_head_out, sz_journal_problem_t *problem) {
     char name[SZ_SNAPSHOT_NAME_SIZE];
     sz_snapshot_name(op, name);
     sz_snapshot_loaded_t loaded;
     memset(&loaded, 0, sizeof(loaded));
     sz_snapshot_problem_t snapshot_problem;
     memset(&snapshot_problem, 0, sizeof(snapshot_problem));
-    int result = sz_snapshot_load(replica->config.snapshots.directory_fd, name,
-                                  replica->cluster_id, &replica->config.ledger, &loaded,
-                                  &snapshot_problem);
+    int result = sz_snapshot_load(replica->config.snapshots.directory_fd, name, cluster_id,
+                                  &replica->config.ledger, &loaded, &snapshot_problem);
     char reason[400];
     if (result == -ENOSPC || result == -ENOMEM) {
         snprintf(problem->file, sizeof(problem->file), "%s/%.40s", SZ_SNAPSHOT_DIRECTORY, name);
         problem->op = op;
         snprintf(problem->reason, sizeof(problem->reason),
                  result == -ENOSPC ? "the snapshot does not fit the configured capacities "
-                                     "(%s): raise --accounts-max, --transfers-max, "
+                                     "(%.120s): raise --accounts-max, --transfers-max, "
                                      "--pending-max or --history-max"
-                                   : "no memory to load the snapshot (%s)",
+                                   : "no memory to load the snapshot (%.120s)",
                  snapshot_problem.reason);
         return result;
     }
@@ -1225,45 +1189,72 @@ static int replica_recover_snapshot(sz_replica_t *replica, uint64_t op,
         replica_snapshot_invalid(replica, name, reason);
         return replica_recover_reset(replica) < 0 ? -ENOMEM : -EAGAIN;
     }
+    sz_ledger_stats_t stats;
+    sz_ledger_stats(replica->ledger, &stats);
     replica->op_committed = op;
-    replica->timestamp_last = loaded.meta.timestamp;
-    replica->recover_op_after = op;
-    replica->recover_anchor = loaded.meta.chain_head;
-    replica->chain_head_last = loaded.meta.chain_head;
-    result = replica_recover_journal(replica, problem);
-    if (result < 0 && replica->recover_anchor_wrong) {
-        snprintf(reason, sizeof(reason),
-                 "its chain head is not the checksum of the journal's op %llu: the snapshot "
-                 "belongs to another history", (unsigned long long)op);
+    replica->timestamp_last = stats.timestamp_last;
+    *chain_head_out = loaded.meta.chain_head;
+    return 0;
+}
+
+/* Recovers from the snapshot of op and the journal after it. 0 done; -EAGAIN: not usable
+ * (logged; *unusable_out set when the journal, not the file, was the reason), try the
+ * one before; another error: give up (problem filled). */
+static int replica_recover_snapshot(sz_replica_t *replica, uint64_t op, sz_u128 cluster_id,
+                                    bool *unusable_out, sz_journal_problem_t *problem) {
+    sz_u128 chain_head = 0;
+    int result = replica_recover_load(replica, op, cluster_id, &chain_head, problem);
+    if (result < 0) return result;
+    result = replica_recover_journal(replica, op, chain_head, problem);
+    if ((result == -EUCLEAN || result == -ENOENT) && replica->recover_error == 0) {
+        /* The journal has no op N with the snapshot's chain head: another history, or a
+         * journal that ends before N. The older snapshots tell which (see below). */
+        char name[SZ_SNAPSHOT_NAME_SIZE];
+        sz_snapshot_name(op, name);
+        char reason[400];
+        snprintf(reason, sizeof(reason), "the journal does not continue it: %s",
+                 problem->reason);
         replica_snapshot_invalid(replica, name, reason);
+        *unusable_out = true;
+        memset(problem, 0, sizeof(*problem));
         return replica_recover_reset(replica) < 0 ? -ENOMEM : -EAGAIN;
     }
     if (result < 0) return result;
-    sz_journal_info_t info;
-    sz_journal_info(replica->journal, &info);
-    if (info.op_last < op) {
-        snprintf(problem->file, sizeof(problem->file), "%s/%.40s", SZ_SNAPSHOT_DIRECTORY, name);
-        problem->offset = 0;
-        problem->op = op;
-        snprintf(problem->reason, sizeof(problem->reason),
-                 "snapshot at op %llu, journal ends at op %llu: the journal lost durable "
-                 "ops. Restore it from a backup, or move the snapshots past op %llu out "
-                 "of snapshots/ to accept losing ops %llu..%llu",
-                 (unsigned long long)op, (unsigned long long)info.op_last,
-                 (unsigned long long)info.op_last, (unsigned long long)info.op_last + 1,
-                 (unsigned long long)op);
-        return -EUCLEAN;
-    }
     replica->snapshot_op_recovered = op;
     return 0;
+}
+
+/* A verified snapshot at op N that the journal did not continue, and a journal that ends
+ * before N: the journal lost ops that were durable (and acknowledged). Refused rather than
+ * started from an older state, which would drop them silently. */
+static int replica_recover_past_end(sz_replica_t *replica, uint64_t op_unusable,
+                                    sz_journal_problem_t *problem) {
+    sz_journal_info_t info;
+    sz_journal_info(replica->journal, &info);
+    if (op_unusable <= info.op_last) return 0;
+    char name[SZ_SNAPSHOT_NAME_SIZE];
+    sz_snapshot_name(op_unusable, name);
+    snprintf(problem->file, sizeof(problem->file), "%s/%.40s", SZ_SNAPSHOT_DIRECTORY, name);
+    problem->offset = 0;
+    problem->op = op_unusable;
+    snprintf(problem->reason, sizeof(problem->reason),
+             "snapshot at op %llu, journal ends at op %llu: the journal lost durable "
+             "ops. Restore it from a backup, or move the snapshots past op %llu out "
+             "of snapshots/ to accept losing ops %llu..%llu",
+             (unsigned long long)op_unusable, (unsigned long long)info.op_last,
+             (unsigned long long)info.op_last, (unsigned long long)info.op_last + 1,
+             (unsigned long long)op_unusable);
+    return -EUCLEAN;
 }
 
 /* The state at the journal's end: from the newest snapshot that holds, else from op 1. */
 static int replica_recover(sz_replica_t *replica, sz_journal_problem_t *problem) {
     replica->snapshots_on =
         replica->config.snapshots.enabled && replica->config.snapshots.directory_fd >= 0;
-    if (replica->snapshots_on && replica_superblock_read(replica) == 0) {
-        replica->chain_head_last = replica->genesis;
+    sz_journal_superblock_t superblock;
+    uint64_t op_unusable = 0; /* the newest verified snapshot the journal did not continue */
+    if (replica->snapshots_on &&
+        sz_journal_superblock_read(replica->config.storage, &superblock, NULL) == 0) {
         uint64_t ops[SNAPSHOT_LIST_MAX];
         int count = sz_snapshot_list(replica->config.snapshots.directory_fd, ops,
                                      SNAPSHOT_LIST_MAX);
@@ -1271,10 +1262,16 @@ static int replica_recover(sz_replica_t *replica, sz_journal_problem_t *problem)
             replica_log(replica, "level=warn msg=snapshot_list_failed error=\"%s\"",
                         strerror(-count));
         }
+        int result = -EAGAIN;
         for (int index = 0; index < count && index < (int)SNAPSHOT_LIST_MAX; index++) {
-            int result = replica_recover_snapshot(replica, ops[index], problem);
-            if (result != -EAGAIN) return result;
+            bool unusable = false;
+            result = replica_recover_snapshot(replica, ops[index], superblock.cluster_id,
+                                              &unusable, problem);
+            if (unusable && ops[index] > op_unusable) op_unusable = ops[index];
+            if (result != -EAGAIN) break;
         }
+        if (result != -EAGAIN && result < 0) return result;
+        if (result == 0) return replica_recover_past_end(replica, op_unusable, problem);
     }
     int result = sz_ledger_init(&replica->config.ledger, &replica->ledger);
     if (result < 0) {
@@ -1284,7 +1281,9 @@ static int replica_recover(sz_replica_t *replica, sz_journal_problem_t *problem)
                  strerror(-result));
         return result;
     }
-    return replica_recover_journal(replica, problem);
+    result = replica_recover_journal(replica, 0, 0, problem);
+    if (result < 0) return result;
+    return replica_recover_past_end(replica, op_unusable, problem);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1297,6 +1296,14 @@ static int replica_config_check(const sz_replica_config_t *config,
     else if (config->requests == NULL || config->replies == NULL) reason = "no rings";
     else if (config->in_flight_max > SZ_JOURNAL_IN_FLIGHT_MAX) reason = "in_flight_max too large";
     else if (config->clients_max > CLIENTS_MAX) reason = "clients_max above 1048576";
+    else if (config->snapshots.keep_count > SNAPSHOT_KEEP_MAX) reason = "keep_count above 1000";
+    else if (config->snapshots.enabled &&
+             config->snapshots.retention != SZ_REPLICA_RETENTION_KEEP &&
+             (config->snapshots.data_directory_fd < 0 ||
+              (config->snapshots.retention == SZ_REPLICA_RETENTION_ARCHIVE &&
+               config->snapshots.archive_fd < 0))) {
+        reason = "journal retention needs the data (and archive) directory";
+    }
     else if (sz_ledger_memory_size(&config->ledger) == 0) {
         reason = "a ledger capacity is 0 or above the limit";
     }
@@ -1343,7 +1350,6 @@ int sz_replica_open(const sz_replica_config_t *config, sz_replica_t **replica_ou
     }
     replica->metrics = config->metrics;
     replica->snapshot_pipe = -1;
-    replica->checksum_body_empty = checksum_128("", 0);
     atomic_init(&replica->stop_requested, 0);
     atomic_init(&replica->snapshot_requested, 0);
     result = replica_allocate(replica, problem_out);
@@ -1359,7 +1365,7 @@ int sz_replica_open(const sz_replica_config_t *config, sz_replica_t **replica_ou
     replica->cluster_id = info.cluster_id;
     replica->op_last = info.op_last;
     replica->op_durable = info.op_last;
-    replica->chain_head_committed = replica->chain_head_last;
+    replica->chain_head_committed = info.checksum_last;
     replica->snapshot_op_last = replica->snapshot_op_recovered;
     replica->snapshot_taken_ns = monotonic_ns();
     sz_ledger_stats_t stats;
@@ -1497,9 +1503,7 @@ static int replica_sequence_write(sz_replica_t *replica, replica_slot_t *slot,
     replica->op_last = op;
     replica->appended_unsubmitted = true;
     replica->timestamp_last = timestamp + event_count - 1;
-    if (replica->snapshots_on) {
-        slot->chain_head = replica_chain_next(replica, &entry, request->checksum_body, op);
-    }
+    if (replica->snapshots_on) slot->chain_head = replica_chain_head(replica);
     sz_ledger_reservation_add(&replica->reserved, operation, event_count, false);
     replica_cache_t *cache = &replica->cache;
     if (cache_index == CACHE_NONE) cache_index = cache_claim(cache, request->client_id);
@@ -1587,9 +1591,7 @@ static int replica_expire(sz_replica_t *replica, uint64_t clock_ns, uint64_t now
     replica_slot_t *slot = &replica->slots[replica->slot_popped & (replica->slot_count - 1)];
     *slot = (replica_slot_t){.kind = SLOT_EXPIRE, .op = op, .timestamp = timestamp,
                              .appended_ns = now_ns, .cache_index = CACHE_NONE};
-    if (replica->snapshots_on) {
-        slot->chain_head = replica_chain_next(replica, &entry, replica->checksum_body_empty, op);
-    }
+    if (replica->snapshots_on) slot->chain_head = replica_chain_head(replica);
     replica->slot_popped++;
     replica->slot_sequenced++;
     *progress = true;

@@ -22,7 +22,8 @@
  *     the configured capacities gives -ENOSPC.
  *   - Taking: between two applied ops the ledger thread fork()s; the child writes the
  *     state at op_committed with sz_snapshot_write() (the reply cache as its sessions),
- *     prunes to the newest keep_count, applies journal retention, and exits. The ledger
+ *     prunes to the newest keep_count, applies journal retention (sz_journal_retire() of
+ *     the segments wholly before the oldest snapshot kept), and exits. The ledger
  *     thread pauses only for fork() (measured: log pause_us, metrics) and never waits for
  *     the child: it reaps it with waitpid(WNOHANG) at most every millisecond and logs
  *     msg=snapshot_written (or msg=snapshot_failed with the reason). One child at a time;
@@ -73,9 +74,11 @@ typedef struct sz_replica_snapshots {
     int directory_fd;
     uint64_t every_ops;    /* 0: not by op count */
     uint64_t every_ns;     /* 0: not by time */
-    uint32_t keep_count;   /* snapshots kept by the pruning after each one; 0 for 3 */
-    sz_replica_retention_t retention;
-    const char *archive_directory; /* SZ_REPLICA_RETENTION_ARCHIVE: an existing directory */
+    uint32_t keep_count;   /* snapshots kept by the pruning after each one (0 for 3, at
+                              most 1000) */
+    sz_replica_retention_t retention; /* applied by the child after each snapshot */
+    int data_directory_fd; /* retention: the data directory, whose segments it retires */
+    int archive_fd;        /* SZ_REPLICA_RETENTION_ARCHIVE: where they go */
 } sz_replica_snapshots_t;
 
 typedef struct sz_replica_config {

@@ -32,7 +32,8 @@ typedef struct start_arguments {
     sz_ledger_config_t ledger;
     sz_gateway_config_t gateway;
     uint32_t clients_max;
-    sz_replica_snapshots_t snapshots; /* directory_fd is opened by start_snapshots() */
+    sz_replica_snapshots_t snapshots; /* its fds are opened by start_snapshots() */
+    const char *archive_directory;
 } start_arguments_t;
 
 /* The flags that take a number: name, environment variable, where it goes, its limits. */
@@ -233,7 +234,7 @@ static int start_parse(int argc, char **argv, start_arguments_t *arguments) {
     text = getenv("SUMZERO_JOURNAL_RETENTION");
     if (text != NULL && start_retention_parse(arguments, text) != EX_OK) return EX_USAGE;
     if (getenv("SUMZERO_JOURNAL_ARCHIVE") != NULL) {
-        arguments->snapshots.archive_directory = getenv("SUMZERO_JOURNAL_ARCHIVE");
+        arguments->archive_directory = getenv("SUMZERO_JOURNAL_ARCHIVE");
     }
     const char *cluster = getenv("SUMZERO_CLUSTER");
     const char *segment_size = getenv("SUMZERO_SEGMENT_SIZE");
@@ -258,7 +259,7 @@ static int start_parse(int argc, char **argv, start_arguments_t *arguments) {
         case OPTION_METRICS: arguments->metrics_address = optarg; break;
         case OPTION_CLUSTER: cluster = optarg; break;
         case OPTION_SEGMENT_SIZE: segment_size = optarg; break;
-        case OPTION_ARCHIVE: arguments->snapshots.archive_directory = optarg; break;
+        case OPTION_ARCHIVE: arguments->archive_directory = optarg; break;
         case OPTION_RETENTION:
             if (start_retention_parse(arguments, optarg) != EX_OK) return EX_USAGE;
             break;
@@ -290,7 +291,7 @@ static int start_parse(int argc, char **argv, start_arguments_t *arguments) {
         return EX_USAGE;
     }
     if (strcmp(arguments->metrics_address, "none") == 0) arguments->metrics_address = "";
-    const char *archive = arguments->snapshots.archive_directory;
+    const char *archive = arguments->archive_directory;
     if (arguments->snapshots.retention == SZ_REPLICA_RETENTION_ARCHIVE &&
         (archive == NULL || archive[0] == '\0')) {
         fprintf(stderr, "sumzero start: --journal-retention archive needs --journal-archive DIR\n");
@@ -314,6 +315,12 @@ static int start_storage(const start_arguments_t *arguments, sz_storage_t **stor
         fprintf(stderr, "sumzero start: %s is locked by another running sumzero\n",
                 arguments->directory);
         return EX_TEMPFAIL;
+    }
+    sz_journal_superblock_t superblock;
+    /* Only a directory without a superblock is new: sz_journal_format() would otherwise
+     * recreate segment 0 (empty) after retention retired it. */
+    if (result == 0 && sz_journal_superblock_read(*storage_out, &superblock, NULL) != -ENOENT) {
+        return EX_OK;
     }
     if (result == 0) {
         sz_journal_format_options_t options = {.cluster_id = arguments->cluster_id,
@@ -343,10 +350,24 @@ static int start_snapshots(start_arguments_t *arguments) {
         fprintf(stderr, "sumzero start: cannot open %s: %s\n", path, strerror(errno));
         return EX_CANTCREAT;
     }
-    const char *archive = arguments->snapshots.archive_directory;
-    if (arguments->snapshots.retention == SZ_REPLICA_RETENTION_ARCHIVE && mkdir(archive, 0755) != 0 &&
-        errno != EEXIST) {
+    if (arguments->snapshots.retention == SZ_REPLICA_RETENTION_KEEP) return EX_OK;
+    arguments->snapshots.data_directory_fd =
+        open(arguments->directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (arguments->snapshots.data_directory_fd < 0) {
+        fprintf(stderr, "sumzero start: cannot open %s: %s\n", arguments->directory,
+                strerror(errno));
+        return EX_CANTCREAT;
+    }
+    if (arguments->snapshots.retention != SZ_REPLICA_RETENTION_ARCHIVE) return EX_OK;
+    const char *archive = arguments->archive_directory;
+    if (mkdir(archive, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "sumzero start: cannot create the journal archive %s: %s\n", archive,
+                strerror(errno));
+        return EX_CANTCREAT;
+    }
+    arguments->snapshots.archive_fd = open(archive, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (arguments->snapshots.archive_fd < 0) {
+        fprintf(stderr, "sumzero start: cannot open the journal archive %s: %s\n", archive,
                 strerror(errno));
         return EX_CANTCREAT;
     }
@@ -542,7 +563,8 @@ int sz_command_start(int argc, char **argv) {
          * at most a minute of load, and writing the whole state that often costs little
          * disk bandwidth; op counts measure work badly (an op holds 1 to 8190 events). */
         .snapshots = {.enabled = true, .directory_fd = -1, .every_ns = 60ull * 1000000000ull,
-                      .keep_count = 3, .retention = SZ_REPLICA_RETENTION_KEEP},
+                      .keep_count = 3, .retention = SZ_REPLICA_RETENTION_KEEP,
+                      .data_directory_fd = -1, .archive_fd = -1},
     };
     int code = start_parse(argc, argv, &arguments);
     if (code != EX_OK) return code < 0 ? EX_OK : code;
@@ -585,6 +607,8 @@ done:
     start_signal_replica = NULL;
     if (pid_written) start_pid_remove(arguments.directory);
     if (arguments.snapshots.directory_fd >= 0) close(arguments.snapshots.directory_fd);
+    if (arguments.snapshots.data_directory_fd >= 0) close(arguments.snapshots.data_directory_fd);
+    if (arguments.snapshots.archive_fd >= 0) close(arguments.snapshots.archive_fd);
     sz_gateway_close(server->gateway);
     sz_replica_close(server->replica);
     sz_ring_deinit(&server->requests);

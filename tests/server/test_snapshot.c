@@ -12,6 +12,10 @@
  *   the digest of a full replay of the journal (`sumzero replay`). Seed: SUMZERO_SEED.
  * - A newest snapshot of another cluster is reported invalid and the server's own
  *   previous one is used: same digest as before the restart.
+ * - Journal retention (4 MiB segments): archive moves the segments before the oldest kept
+ *   snapshot out of DATA, and `sumzero replay --archive` still replays from op 1 to the
+ *   server's digest; delete removes them, and the server still restarts (from its
+ *   snapshot) to the same digest.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -44,16 +48,16 @@ static uint64_t seed_get(void) {
 /* A failed assertion ends the test where it stands: the fini kills what it left running
  * (else the server would outlive the test) and removes the directories. */
 static sz_test_server_t *test_server;
-static char test_directories[2][64];
+static char test_directories[3][64];
 
 static void test_cleanup(void) {
     if (test_server != NULL && test_server->pid > 0) {
         kill(test_server->pid, SIGCONT);
         (void)sz_test_server_stop(test_server, SIGKILL);
     }
-    for (uint32_t index = 0; index < 2; index++) {
+    for (uint32_t index = 0; index < 3; index++) {
         if (test_directories[index][0] == '\0') continue;
-        char command[256];
+        char command[512];
         snprintf(command, sizeof(command), "rm -rf '%s' '%s.log'", test_directories[index],
                  test_directories[index]);
         (void)system(command);
@@ -395,5 +399,87 @@ Test(snapshot, a_newest_snapshot_of_another_cluster_is_skipped, .timeout = 120, 
     char digest_after[64];
     field_text(line, "digest=", digest_after, sizeof(digest_after));
     cr_assert_str_eq(digest_after, digest_before);
+    cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
+}
+
+static uint32_t segments_count(const char *directory) {
+    char command[512], output[256];
+    snprintf(command, sizeof(command), "ls '%s' | grep -c '^journal\\.[0-9]*$'", directory);
+    (void)command_run(command, output, sizeof(output));
+    return (uint32_t)strtoul(output, NULL, 10);
+}
+
+static void stopped_digest(const sz_test_server_t *server, char *digest_out, size_t size) {
+    char line[1024];
+    log_wait(server, "msg=stopped ", 0, line, sizeof(line));
+    field_text(line, "digest=", digest_out, size);
+}
+
+Test(snapshot, journal_retention_archives_or_deletes_segments_and_replay_still_reaches_op_1,
+     .timeout = 180, .fini = test_cleanup) {
+    char directory[] = "/tmp/sz_test_retention_XXXXXX";
+    char archive[] = "/tmp/sz_test_archive_XXXXXX";
+    directory_make(directory, 0);
+    directory_make(archive, 1);
+    const char *archive_args[] = {
+        "--accounts-max", "1024", "--transfers-max", "1048576", "--pending-max", "16384",
+        "--history-max", "32768", "--snapshot-every-seconds", "0", "--segment-size", "4194304",
+        "--snapshot-keep", "1", "--journal-retention", "archive", "--journal-archive", archive,
+        NULL,
+    };
+    sz_test_server_t server;
+    server_start(&server, directory, archive_args);
+    sumzero_client_t *client = client_open(&server, 0);
+    accounts_create(client);
+    /* About 32000 transfers per 4 MiB segment: several segments. */
+    transfers_create(client, 1, 150000, BATCH_MAX);
+    char line[1024];
+    cr_assert_eq(kill(server.pid, SIGUSR1), 0);
+    log_wait(&server, "msg=snapshot_written ", 0, line, sizeof(line));
+    printf("archive: %s\n", line);
+    cr_assert_gt(field_u64(line, "retired="), 0, "%s", line);
+    transfers_create(client, 150001, 1000, 1000);
+    sumzero_client_close(client);
+    cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
+    char expected[64];
+    stopped_digest(&server, expected, sizeof(expected));
+    char segment_zero[300];
+    snprintf(segment_zero, sizeof(segment_zero), "%s/journal.000000", directory);
+    struct stat status;
+    cr_assert_neq(stat(segment_zero, &status), 0, "segment 0 left the data directory");
+    cr_assert_gt(segments_count(archive), 0);
+
+    /* Point-in-time recovery from op 1 still works, through the archive. */
+    char command[1024], output[4096];
+    snprintf(command, sizeof(command),
+             "%s replay --accounts-max 1024 --transfers-max 1048576 --pending-max 16384 "
+             "--history-max 32768 --archive '%s' '%s' 2>&1", sz_test_server_binary(), archive,
+             directory);
+    int code = command_run(command, output, sizeof(output));
+    cr_assert_eq(code, 0, "replay --archive: %s", output);
+    char digest[64];
+    field_text(output, "digest=", digest, sizeof(digest));
+    cr_assert_str_eq(digest, expected, "replay from op 1 through the archive");
+
+    /* delete: the next snapshot's retirements are gone for good; restart still works. */
+    archive_args[15] = "delete";
+    archive_args[16] = NULL;
+    uint32_t archived = segments_count(archive);
+    server_start(&server, directory, archive_args);
+    client = client_open(&server, 0);
+    transfers_create(client, 151001, 100000, BATCH_MAX);
+    cr_assert_eq(kill(server.pid, SIGUSR1), 0);
+    log_wait(&server, "msg=snapshot_written ", 0, line, sizeof(line));
+    printf("delete: %s\n", line);
+    cr_assert_gt(field_u64(line, "retired="), 0, "%s", line);
+    cr_assert_eq(segments_count(archive), archived, "delete archives nothing");
+    sumzero_client_close(client);
+    cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
+    stopped_digest(&server, expected, sizeof(expected));
+    server_start(&server, directory, archive_args);
+    log_wait(&server, "msg=recovered ", 0, line, sizeof(line));
+    field_text(line, "digest=", digest, sizeof(digest));
+    cr_assert_str_eq(digest, expected, "%s", line);
+    cr_assert_gt(field_u64(line, "snapshot_op="), 0, "%s", line);
     cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
 }
