@@ -1176,7 +1176,14 @@ static int replica_recover_load(sz_replica_t *replica, uint64_t op, sz_u128 clus
         return -EAGAIN;
     }
     replica->ledger = loaded.ledger;
-    if (loaded.meta.op != op) {
+    if (loaded.meta.cluster_id != cluster_id) {
+        /* sz_snapshot_load() takes cluster id 0 (the default cluster) as "any": ours is
+         * checked here too. */
+        char ours[SZ_U128_DECIMAL_SIZE], theirs[SZ_U128_DECIMAL_SIZE];
+        snprintf(reason, sizeof(reason), "snapshot of another cluster (%s, expected %s)",
+                 sz_u128_format(loaded.meta.cluster_id, theirs), sz_u128_format(cluster_id, ours));
+        result = -EUCLEAN;
+    } else if (loaded.meta.op != op) {
         snprintf(reason, sizeof(reason), "its header says op %llu",
                  (unsigned long long)loaded.meta.op);
         result = -EUCLEAN;
