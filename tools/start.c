@@ -443,11 +443,21 @@ static int start_signals(void) {
     sigemptyset(&action.sa_mask);
     struct sigaction ignore = {.sa_handler = SIG_IGN};
     sigemptyset(&ignore.sa_mask);
-    /* SA_RESTART: a snapshot request must not fail the system calls it lands in. */
+    if (sigaction(SIGTERM, &action, NULL) != 0 || sigaction(SIGINT, &action, NULL) != 0 ||
+        sigaction(SIGPIPE, &ignore, NULL) != 0) {
+        fprintf(stderr, "sumzero start: cannot install signal handlers: %s\n", strerror(errno));
+        return EX_OSERR;
+    }
+    return EX_OK;
+}
+
+/* From the very start: SIGUSR1's default action would kill a server still recovering. A
+ * request before the replica exists is dropped. SA_RESTART: a snapshot request must not
+ * fail the system calls it lands in. */
+static int start_signal_snapshot(void) {
     struct sigaction snapshot = {.sa_handler = start_on_snapshot_signal, .sa_flags = SA_RESTART};
     sigemptyset(&snapshot.sa_mask);
-    if (sigaction(SIGTERM, &action, NULL) != 0 || sigaction(SIGINT, &action, NULL) != 0 ||
-        sigaction(SIGPIPE, &ignore, NULL) != 0 || sigaction(SIGUSR1, &snapshot, NULL) != 0) {
+    if (sigaction(SIGUSR1, &snapshot, NULL) != 0) {
         fprintf(stderr, "sumzero start: cannot install signal handlers: %s\n", strerror(errno));
         return EX_OSERR;
     }
@@ -578,6 +588,8 @@ int sz_command_start(int argc, char **argv) {
     sz_storage_t *storage = NULL;
     bool pid_written = false;
     if (server == NULL) return EX_OSERR;
+    code = start_signal_snapshot();
+    if (code != EX_OK) goto done;
     code = start_storage(&arguments, &storage);
     if (code != EX_OK) goto done;
     code = start_snapshots(&arguments);
