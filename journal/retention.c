@@ -101,7 +101,7 @@ static int segment_lowest(int directory_fd, uint32_t *segment_out) {
     return result;
 }
 
-/* Whether segment s + 1 starts with a valid entry of the cluster at or below op_keep_from. */
+/* Whether segment s + 1 starts with a valid entry of the cluster below op_keep_from. */
 static int segment_retirable(int directory_fd, uint32_t segment, sz_u128 cluster_id,
                              uint64_t op_keep_from, bool *retirable_out) {
     *retirable_out = false;
@@ -112,7 +112,7 @@ static int segment_retirable(int directory_fd, uint32_t segment, sz_u128 cluster
     if (result == -ENOENT || result == -ENODATA) return 0;
     if (result < 0) return result;
     *retirable_out = sz_journal_header_check(&header) == 0 && header.cluster_id == cluster_id &&
-                     header.op <= op_keep_from;
+                     header.op < op_keep_from;
     return 0;
 }
 

@@ -8,13 +8,15 @@
  *   or thread, while the server appends, and from a forked child of the multi-threaded
  *   server (no malloc, no stdio, no locks: directory listing by getdents64, copies by
  *   copy_file_range or sendfile, problems formatted by hand).
- * - Segment s is retired only when segment s + 1 exists in the data directory and begins
- *   with a valid entry of the superblock's cluster whose op is at most op_keep_from: then
- *   every op in s is below op_keep_from. Segments are retired in ascending order from the
- *   lowest present, stopping at the first that does not qualify. So the segment being
- *   written (whose successor is empty) is never retired, nor is anything at or after the
- *   segment holding op_keep_from. Recovery from a snapshot at op S needs op S + 1 onward:
- *   pass op_keep_from = S + 1.
+ * - op_keep_from is the first op a restart needs (a snapshot at op S: S + 1). Segment s is
+ *   retired only when segment s + 1 exists in the data directory and begins with a valid
+ *   entry of the superblock's cluster whose op is below op_keep_from: then every op in s is
+ *   below op_keep_from - 1, and the segment holding op_keep_from - 1 stays. That op is the
+ *   restart's anchor: if a crash tears away a not yet durable op_keep_from that began the
+ *   next segment, the restart still finds op_keep_from - 1 and checks it against the
+ *   snapshot's chain head. Segments are retired in ascending order from the lowest present,
+ *   stopping at the first that does not qualify; the segment being written (whose
+ *   successor is empty) is never retired.
  * - archive_fd >= 0: each segment is renamed into the archive directory (same filesystem),
  *   or, across filesystems, copied to NAME.tmp there, fsynced, renamed to NAME, the archive
  *   directory fsynced, and only then removed from the data directory; both directories are

@@ -53,6 +53,9 @@
 #define CHUNK_SIZE (2u << 20)
 #define ACCOUNTS_PER_CHUNK (CHUNK_SIZE / sizeof(sz_account_t))
 #define WRITEBACK_SIZE (64ull << 20)
+/* Loading asks the kernel to read this far ahead of the copy (a cold file reads at the
+ * disk's speed while the CPU hashes and inserts). */
+#define READAHEAD_SIZE (64ull << 20)
 #define NAME_PREFIX "snapshot."
 #define NAME_DIGITS 20u
 #define TMP_SUFFIX ".tmp"
@@ -416,6 +419,7 @@ typedef struct loader {
     const char *name;
     uint8_t *buffer;  /* CHUNK_SIZE, from mmap */
     uint8_t *padding; /* SNAPSHOT_BLOCK_SIZE, from mmap */
+    uint64_t readahead_end; /* the kernel was asked to read ahead up to here */
     XXH3_state_t hash;
     sz_snapshot_problem_t *problem;
     char message[200];
@@ -424,6 +428,13 @@ typedef struct loader {
 /* Reads exactly size bytes at offset: a short read is a truncated file. */
 static int loader_read(loader_t *loader, uint64_t offset, void *target, uint64_t size,
                        const char *what) {
+    /* Keep the disk busy while we copy, hash and insert: ask for the next window early. */
+    if (offset + size + READAHEAD_SIZE / 2 > loader->readahead_end) {
+        if (loader->readahead_end < offset) loader->readahead_end = offset;
+        (void)posix_fadvise(loader->fd, (off_t)loader->readahead_end, READAHEAD_SIZE,
+                            POSIX_FADV_WILLNEED);
+        loader->readahead_end += READAHEAD_SIZE;
+    }
     uint8_t *bytes = target;
     for (uint64_t done = 0; done < size;) {
         ssize_t count = pread(loader->fd, bytes + done, size - done, (off_t)(offset + done));

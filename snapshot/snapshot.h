@@ -20,7 +20,10 @@
  *   one that was written, and applying the same ops to both keeps them equal.
  * - Errors: 0 or a negative errno. A file that is damaged, truncated, of another cluster
  *   or of an unknown version gives -EUCLEAN with problem_out saying what and where (the
- *   section and offset); a missing file -ENOENT. Nothing here asserts on file bytes. */
+ *   section and offset); a missing file -ENOENT. Nothing here asserts on file bytes.
+ * - Also safe in a forked child: sz_snapshot_list() and sz_snapshot_prune() (getdents64,
+ *   no malloc). Loading allocates only with mmap and is for the process that keeps the
+ *   ledger. A name ending in ".tmp" is refused by load (-EUCLEAN). */
 #ifndef SZ_SNAPSHOT_H
 #define SZ_SNAPSHOT_H
 
@@ -102,7 +105,8 @@ SZ_MUST_USE int sz_snapshot_info(int directory_fd, const char *name, sz_u128 clu
 SZ_MUST_USE int sz_snapshot_list(int directory_fd, uint64_t *ops_out, uint32_t op_max);
 
 /* Removes every snapshot but the newest keep_count, and every *.tmp. Returns the count
- * removed or a negative errno. */
+ * removed or a negative errno. keep_count above 1024 keeps every snapshot (only *.tmp go).
+ * Never call it while a write into the same directory is under way (it removes *.tmp). */
 SZ_MUST_USE int sz_snapshot_prune(int directory_fd, uint32_t keep_count);
 
 #endif

@@ -9,7 +9,8 @@
  * given op, never the segment being written, also while a writer is open; after retiring,
  * a full replay fails without the archive (-ENOENT, a clear problem) and succeeds with it,
  * and a writable open after the snapshot op goes on appending; info.checksum_last is the
- * chain head of the last op. Seed: SUMZERO_SEED. */
+ * chain head of the last op; a snapshot at the last op of a segment survives a crash that
+ * loses the next segment's first writes after retention. Seed: SUMZERO_SEED. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -303,5 +304,68 @@ Test(retention, the_segment_being_written_is_never_retired) {
     sz_digest_t full = digest_direct(OP_COUNT + 2500);
     cr_assert(digest.low == full.low && digest.high == full.high);
     sz_storage_deinit(archive);
+    sz_storage_deinit(storage);
+}
+
+typedef struct boundary_context {
+    uint32_t segment;
+    uint64_t op_last_of_first_segment; /* the last op of segment `segment` */
+    sz_u128 checksum_header;
+} boundary_context_t;
+
+static int boundary_on_entry(const sz_journal_header_t *header, const void *body,
+                             const sz_journal_position_t *position, void *context_raw) {
+    (void)body;
+    boundary_context_t *context = context_raw;
+    if (position->segment == context->segment) {
+        context->op_last_of_first_segment = header->op;
+        context->checksum_header = header->checksum_header;
+    }
+    return 0;
+}
+
+Test(retention, a_snapshot_at_a_segments_last_op_survives_losing_the_next_segment) {
+    sz_storage_t *storage = storage_of(data_path);
+    journal_written(storage, OP_COUNT, false);
+    /* The snapshot op S is the last op of segment 2; S + 1 begins segment 3. */
+    boundary_context_t context = {.segment = 2};
+    sz_journal_options_t read_options = {.read_only = true, .on_entry = boundary_on_entry,
+                                         .entry_context = &context};
+    sz_journal_t *journal = NULL;
+    cr_assert_eq(sz_journal_open(storage, &read_options, &journal, NULL), 0);
+    sz_journal_deinit(journal);
+    uint64_t snapshot_op = context.op_last_of_first_segment;
+    cr_assert_gt(snapshot_op, 0);
+    cr_assert(segment_exists(data_path, 4), "the workload reaches segment 4");
+    cr_assert_eq(retire(archive_path, snapshot_op + 1), 2, "segments 0 and 1 go, 2 holds S");
+    /* A crash before S + 1 was durable: segment 3's writes never landed, none after it. */
+    sz_storage_deinit(storage);
+    for (uint32_t segment = 3; segment_exists(data_path, segment); segment++) {
+        char file[128];
+        snprintf(file, sizeof(file), "%s/journal.%06u", data_path, segment);
+        if (segment == 3) {
+            cr_assert_eq(truncate(file, 0), 0);
+            cr_assert_eq(truncate(file, SZ_JOURNAL_SEGMENT_SIZE_MIN), 0);
+        } else {
+            cr_assert_eq(unlink(file), 0);
+        }
+    }
+    storage = storage_of(data_path);
+    sz_journal_options_t options = {.op_after = snapshot_op, .chain_head = context.checksum_header};
+    sz_journal_problem_t problem;
+    cr_assert_eq(sz_journal_open(storage, &options, &journal, &problem), 0, "%s", problem.reason);
+    sz_journal_info_t info;
+    sz_journal_info(journal, &info);
+    cr_assert_eq(info.op_last, snapshot_op);
+    cr_assert(info.checksum_last == context.checksum_header);
+    append_ops(journal, snapshot_op + 1, snapshot_op + 100);
+    sz_journal_deinit(journal);
+    sz_digest_t digest;
+    sz_replay_stats_t stats;
+    cr_assert_eq(replay_after(storage, snapshot_op, context.checksum_header, NULL, &digest, &stats,
+                              &problem), 0, "%s", problem.reason);
+    cr_assert_eq(stats.op_count, 100);
+    sz_digest_t full = digest_direct(snapshot_op + 100);
+    cr_assert(digest.low == full.low && digest.high == full.high);
     sz_storage_deinit(storage);
 }

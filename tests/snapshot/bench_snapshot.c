@@ -5,6 +5,9 @@
  * the server does; reports the parent's fork() time), drops the original, loads the file
  * into a fresh prefaulted ledger (warm page cache, then cold: the file's pages dropped with
  * POSIX_FADV_DONTNEED), and checks digest, stats and a sample of lookups.
+ * With BENCH_JOURNAL=DIR (an empty directory), every batch is also journaled there, a tail
+ * of BENCH_TAIL transfers (default 1000000) follows the snapshot, and the two restarts are
+ * timed: snapshot load + replay of the tail (chain head checked), and full replay.
  *
  * usage: bench_snapshot [ACCOUNTS [TRANSFERS [DIR]]]   (default 1000000 20000000 .) */
 #include <errno.h>
@@ -17,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "journal/replay.h"
 #include "snapshot/snapshot.h"
 
 #define SAMPLE_COUNT 4096u
@@ -40,11 +44,31 @@ static void die(const char *what, int result) {
     exit(1);
 }
 
-static void build(sz_ledger_t *ledger, uint32_t account_count, uint64_t transfer_count) {
+typedef struct bench_journal {
+    sz_storage_t *storage;
+    sz_journal_t *journal;
+} bench_journal_t;
+
+static void journal_append(bench_journal_t *journal, sz_operation_t operation, uint64_t timestamp,
+                           const void *events, uint32_t count) {
+    if (journal == NULL) return;
+    sz_journal_append_t entry = {.timestamp = timestamp, .operation = operation,
+                                 .event_count = count};
+    int result = sz_journal_append(journal->journal, &entry, events, NULL);
+    while (result == -EAGAIN) {
+        result = sz_journal_poll(journal->journal, true);
+        if (result == 0) result = sz_journal_append(journal->journal, &entry, events, NULL);
+    }
+    if (result == 0) result = sz_journal_submit(journal->journal);
+    if (result == 0) result = sz_journal_poll(journal->journal, false);
+    if (result < 0) die("journal append", result);
+}
+
+static uint64_t bench_clock = 1700000000000000000ull;
+
+static void build_accounts(sz_ledger_t *ledger, uint32_t account_count, bench_journal_t *journal) {
     static sz_account_t accounts[SZ_BATCH_EVENTS_MAX];
-    static sz_transfer_t transfers[SZ_BATCH_EVENTS_MAX];
     static sz_create_result_t results[SZ_BATCH_EVENTS_MAX];
-    uint64_t clock = 1700000000000000000ull;
     uint32_t result_count = 0;
     for (uint32_t first = 0; first < account_count; first += SZ_BATCH_EVENTS_MAX) {
         uint32_t count = account_count - first < SZ_BATCH_EVENTS_MAX ? account_count - first
@@ -56,16 +80,24 @@ static void build(sz_ledger_t *ledger, uint32_t account_count, uint64_t transfer
             accounts[index].code = 1;
             if ((first + index) % 1000 == 0) accounts[index].flags = SZ_ACCOUNT_HISTORY;
         }
-        clock = sz_ledger_timestamp_next(ledger, clock);
-        if (sz_ledger_create_accounts(ledger, accounts, count, clock, results, &result_count) !=
-            SZ_BATCH_APPLIED) {
+        bench_clock = sz_ledger_timestamp_next(ledger, bench_clock);
+        if (sz_ledger_create_accounts(ledger, accounts, count, bench_clock, results,
+                                      &result_count) != SZ_BATCH_APPLIED) {
             die("create_accounts", -EPROTO);
         }
+        journal_append(journal, SZ_OPERATION_CREATE_ACCOUNTS, bench_clock, accounts, count);
     }
-    for (uint64_t first = 0; first < transfer_count; first += SZ_BATCH_EVENTS_MAX) {
-        uint32_t count = transfer_count - first < SZ_BATCH_EVENTS_MAX
-                             ? (uint32_t)(transfer_count - first)
-                             : SZ_BATCH_EVENTS_MAX;
+}
+
+/* Transfers number_first .. number_end - 1. */
+static void build_transfers(sz_ledger_t *ledger, uint32_t account_count, uint64_t number_first,
+                            uint64_t number_end, bench_journal_t *journal) {
+    static sz_transfer_t transfers[SZ_BATCH_EVENTS_MAX];
+    static sz_create_result_t results[SZ_BATCH_EVENTS_MAX];
+    uint32_t result_count = 0;
+    for (uint64_t first = number_first; first < number_end; first += SZ_BATCH_EVENTS_MAX) {
+        uint32_t count = number_end - first < SZ_BATCH_EVENTS_MAX ? (uint32_t)(number_end - first)
+                                                                  : SZ_BATCH_EVENTS_MAX;
         memset(transfers, 0, sizeof(transfers));
         for (uint32_t index = 0; index < count; index++) {
             uint64_t number = first + index;
@@ -93,11 +125,12 @@ static void build(sz_ledger_t *ledger, uint32_t account_count, uint64_t transfer
                 transfer->code = 0;
             }
         }
-        clock = sz_ledger_timestamp_next(ledger, clock + 1000);
-        if (sz_ledger_create_transfers(ledger, transfers, count, clock, results, &result_count) !=
-            SZ_BATCH_APPLIED) {
+        bench_clock = sz_ledger_timestamp_next(ledger, bench_clock + 1000);
+        if (sz_ledger_create_transfers(ledger, transfers, count, bench_clock, results,
+                                       &result_count) != SZ_BATCH_APPLIED) {
             die("create_transfers", -EPROTO);
         }
+        journal_append(journal, SZ_OPERATION_CREATE_TRANSFERS, bench_clock, transfers, count);
     }
 }
 
@@ -170,12 +203,51 @@ static void load_timed(int directory_fd, const char *name, const sz_ledger_confi
     printf("deinit_seconds=%.3f\n", (double)(clock_ns() - start_ns) / 1e9);
 }
 
+/* Restart from the snapshot + the journal tail, then by full replay; both must reach the
+ * digest the writer had at the end of the tail. */
+static void restart_timed(sz_storage_t *storage, int directory_fd, const char *name,
+                          const sz_ledger_config_t *config, const sz_snapshot_meta_t *meta,
+                          uint64_t tail_count, sz_digest_t digest_final) {
+    sz_snapshot_loaded_t loaded;
+    sz_snapshot_problem_t problem;
+    uint64_t start_ns = clock_ns();
+    int result = sz_snapshot_load(directory_fd, name, 1, config, &loaded, &problem);
+    if (result < 0) die(problem.reason, result);
+    uint64_t load_ns = clock_ns() - start_ns;
+    sz_replay_options_t options = {.op_after = meta->op, .chain_head = meta->chain_head};
+    sz_replay_stats_t stats;
+    sz_journal_problem_t journal_problem;
+    result = sz_replay_run(storage, &options, loaded.ledger, &stats, &journal_problem);
+    if (result < 0) die(journal_problem.reason, result);
+    uint64_t total_ns = clock_ns() - start_ns;
+    sz_digest_t digest = sz_ledger_digest(loaded.ledger);
+    if (digest.low != digest_final.low || digest.high != digest_final.high) die("restart digest", -EUCLEAN);
+    printf("restart_from_snapshot_seconds=%.3f (load %.3f + replay of %llu ops, %llu transfers, "
+           "after op %llu; digest equal)\n", (double)total_ns / 1e9, (double)load_ns / 1e9,
+           (unsigned long long)stats.op_count, (unsigned long long)tail_count,
+           (unsigned long long)meta->op);
+    sz_ledger_deinit(loaded.ledger);
+    sz_ledger_t *ledger = NULL;
+    start_ns = clock_ns();
+    result = sz_ledger_init(config, &ledger);
+    if (result < 0) die("init", result);
+    sz_replay_options_t full = {0};
+    result = sz_replay_run(storage, &full, ledger, &stats, &journal_problem);
+    if (result < 0) die(journal_problem.reason, result);
+    total_ns = clock_ns() - start_ns;
+    digest = sz_ledger_digest(ledger);
+    if (digest.low != digest_final.low || digest.high != digest_final.high) die("replay digest", -EUCLEAN);
+    printf("restart_by_full_replay_seconds=%.3f (%llu ops, prefaulted ledger init included; digest "
+           "equal)\n", (double)total_ns / 1e9, (unsigned long long)stats.op_count);
+    sz_ledger_deinit(ledger);
+}
+
 int main(int argc, char **argv) {
     uint32_t account_count = argc > 1 ? (uint32_t)strtoul(argv[1], NULL, 0) : 1000000u;
     uint64_t transfer_count = argc > 2 ? strtoull(argv[2], NULL, 0) : 20000000u;
     const char *directory = argc > 3 ? argv[3] : ".";
     sz_ledger_config_t config = {.accounts_max = account_count,
-                                 .transfers_max = (uint32_t)transfer_count + SZ_BATCH_EVENTS_MAX,
+                                 .transfers_max = (uint32_t)transfer_count + 2000000,
                                  .pending_max = (uint32_t)(transfer_count / 16) + 2 * SZ_BATCH_EVENTS_MAX,
                                  .history_max = (uint32_t)(transfer_count / 400) + 4 * SZ_BATCH_EVENTS_MAX,
                                  .hash_seed = 7, .prefault = true};
@@ -185,8 +257,22 @@ int main(int argc, char **argv) {
     if (result < 0) die("init", result);
     printf("init_prefault_seconds=%.3f memory_bytes=%zu\n", (double)(clock_ns() - start_ns) / 1e9,
            sz_ledger_memory_size(&config));
+    const char *journal_directory = getenv("BENCH_JOURNAL");
+    uint64_t tail_count = getenv("BENCH_TAIL") ? strtoull(getenv("BENCH_TAIL"), NULL, 0) : 1000000;
+    bench_journal_t journal_state = {0};
+    bench_journal_t *journal = NULL;
+    if (journal_directory != NULL) {
+        journal = &journal_state;
+        result = sz_storage_uring_init(journal_directory, &journal->storage);
+        sz_journal_format_options_t format = {.cluster_id = 1};
+        if (result == 0) result = sz_journal_format(journal->storage, &format);
+        sz_journal_options_t options = {.in_flight_max = 3};
+        if (result == 0) result = sz_journal_open(journal->storage, &options, &journal->journal, NULL);
+        if (result < 0) die("journal", result);
+    }
     start_ns = clock_ns();
-    build(ledger, account_count, transfer_count);
+    build_accounts(ledger, account_count, journal);
+    build_transfers(ledger, account_count, 0, transfer_count, journal);
     double build_seconds = (double)(clock_ns() - start_ns) / 1e9;
     printf("build_seconds=%.3f transfers_per_second=%.0f\n", build_seconds,
            (double)transfer_count / build_seconds);
@@ -204,6 +290,14 @@ int main(int argc, char **argv) {
     sz_snapshot_meta_t meta = {.cluster_id = 1, .op = expected.stats.op_count,
                                .timestamp = expected.stats.timestamp_last, .chain_head = 42,
                                .digest = expected.digest, .created_ns = 0};
+    if (journal != NULL) {
+        result = sz_journal_flush(journal->journal);
+        if (result < 0) die("journal flush", result);
+        sz_journal_info_t info;
+        sz_journal_info(journal->journal, &info);
+        if (info.op_last != meta.op) die("journal op", -EPROTO);
+        meta.chain_head = info.checksum_last;
+    }
     start_ns = clock_ns();
     pid_t child = fork();
     uint64_t fork_ns = clock_ns() - start_ns;
@@ -225,7 +319,19 @@ int main(int argc, char **argv) {
     printf("write_seconds=%.3f (forked child, fdatasync and rename included) fork_seconds=%.4f "
            "file_bytes=%lld\n", (double)write_ns / 1e9, (double)fork_ns / 1e9,
            (long long)file_status.st_size);
+    sz_digest_t digest_final = expected.digest;
+    if (journal != NULL) {
+        build_transfers(ledger, account_count, transfer_count, transfer_count + tail_count, journal);
+        result = sz_journal_flush(journal->journal);
+        if (result < 0) die("journal flush", result);
+        digest_final = sz_ledger_digest(ledger);
+        sz_journal_deinit(journal->journal);
+    }
     sz_ledger_deinit(ledger);
+    if (journal != NULL) {
+        restart_timed(journal->storage, directory_fd, name, &config, &meta, tail_count,
+                      digest_final);
+    }
 
     load_timed(directory_fd, name, &config, "warm", transfer_count, account_count, &expected);
     int fd = openat(directory_fd, name, O_RDONLY);
@@ -235,6 +341,7 @@ int main(int argc, char **argv) {
         close(fd);
     }
     load_timed(directory_fd, name, &config, "cold", transfer_count, account_count, &expected);
+    if (journal != NULL) sz_storage_deinit(journal->storage);
     if (getenv("BENCH_KEEP") == NULL) unlinkat(directory_fd, name, 0);
     close(directory_fd);
     return 0;

@@ -8,7 +8,8 @@
  * every header field), a truncation at many points, a missing file, a file of another
  * cluster, an unknown version and a leftover *.tmp are each refused with a clear problem
  * (never a crash); a state too large for the capacities gives -ENOSPC; list and prune keep
- * the newest and drop *.tmp. Seeds: SUMZERO_SEED (printed). */
+ * the newest and drop *.tmp; a writer SIGKILLed at random moments never leaves a listed
+ * snapshot that fails to load. Seeds: SUMZERO_SEED (printed). */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -95,7 +97,7 @@ static void path_of(uint64_t op, char *path, size_t size) {
 static int load_result(uint64_t op, sz_u128 cluster_id, sz_snapshot_problem_t *problem) {
     char name[SZ_SNAPSHOT_NAME_SIZE];
     sz_snapshot_name(op, name);
-    sz_ledger_config_t config = config_make(9, 1);
+    sz_ledger_config_t config = config_make(9, 4);
     sz_snapshot_loaded_t loaded;
     int result = sz_snapshot_load(directory_fd, name, cluster_id, &config, &loaded, problem);
     if (result == 0) {
@@ -396,4 +398,94 @@ Test(snapshot, list_ignores_tmp_files_and_prune_keeps_the_newest) {
     cr_assert_eq(sz_snapshot_prune(directory_fd, 0), 2);
     cr_assert_eq(sz_snapshot_list(directory_fd, ops, 8), 0);
     sz_ledger_deinit(original);
+}
+
+/* A ledger big enough that writing its snapshot takes tens of milliseconds. */
+static sz_ledger_t *ledger_big(void) {
+    sz_ledger_config_t config = {.accounts_max = 1024, .transfers_max = 1u << 18,
+                                 .pending_max = 16384, .history_max = 16384, .hash_seed = 3};
+    sz_ledger_t *ledger = NULL;
+    cr_assert_eq(sz_ledger_init(&config, &ledger), 0);
+    static sz_account_t accounts[1000];
+    static sz_transfer_t transfers[SZ_BATCH_EVENTS_MAX];
+    static sz_create_result_t results[SZ_BATCH_EVENTS_MAX];
+    memset(accounts, 0, sizeof(accounts));
+    for (uint32_t index = 0; index < 1000; index++) {
+        accounts[index] = (sz_account_t){.id = index + 1, .ledger = 1, .code = 1};
+    }
+    uint32_t count = 0;
+    uint64_t clock = 1700000000000000000ull;
+    cr_assert_eq(sz_ledger_create_accounts(ledger, accounts, 1000, clock, results, &count), 0);
+    for (uint32_t batch = 0; batch < 30; batch++) {
+        memset(transfers, 0, sizeof(transfers));
+        for (uint32_t index = 0; index < SZ_BATCH_EVENTS_MAX; index++) {
+            uint64_t number = (uint64_t)batch * SZ_BATCH_EVENTS_MAX + index;
+            transfers[index] = (sz_transfer_t){.id = number + 1, .debit_account_id = number % 1000 + 1,
+                                               .credit_account_id = (number * 7 + 1) % 1000 + 1,
+                                               .amount = 5, .ledger = 1, .code = 1};
+            if (transfers[index].credit_account_id == transfers[index].debit_account_id) {
+                transfers[index].credit_account_id = transfers[index].debit_account_id % 1000 + 1;
+            }
+        }
+        clock = sz_ledger_timestamp_next(ledger, clock + SZ_BATCH_EVENTS_MAX);
+        cr_assert_eq(sz_ledger_create_transfers(ledger, transfers, SZ_BATCH_EVENTS_MAX, clock,
+                                                results, &count), 0);
+    }
+    return ledger;
+}
+
+static uint64_t monotonic_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+}
+
+Test(snapshot, a_writer_killed_at_any_moment_never_leaves_a_listed_snapshot_that_fails) {
+    uint64_t seed = workload_seed(41);
+    workload_t random;
+    workload_init(&random, seed);
+    sz_ledger_t *ledger = ledger_big();
+    /* How long one write takes here, to spread the kills over it. */
+    uint64_t start_ns = monotonic_ns();
+    snapshot_written(ledger, 1);
+    uint64_t write_ns = monotonic_ns() - start_ns;
+    cr_assert_eq(sz_snapshot_prune(directory_fd, 0), 1);
+    uint32_t complete = 0, torn = 0;
+    for (uint32_t kill_index = 0; kill_index < 24; kill_index++) {
+        pid_t child = fork();
+        cr_assert_geq(child, 0);
+        if (child == 0) {
+            sz_snapshot_meta_t meta = meta_of(ledger, 100 + kill_index);
+            sz_snapshot_problem_t problem;
+            _exit(sz_snapshot_write(directory_fd, ledger, &meta, sessions, SESSIONS_SIZE,
+                                    &problem) == 0 ? 0 : 1);
+        }
+        /* A random moment within (and a little beyond) one write: spin, never sleep. */
+        uint64_t deadline_ns = monotonic_ns() + workload_next(&random) % (write_ns * 5 / 4 + 1);
+        while (monotonic_ns() < deadline_ns) {
+        }
+        kill(child, SIGKILL);
+        int status = 0;
+        cr_assert_eq(waitpid(child, &status, 0), child);
+        uint64_t ops[64];
+        int found = sz_snapshot_list(directory_fd, ops, 64);
+        cr_assert_geq(found, 0);
+        for (int index = 0; index < found; index++) {
+            sz_snapshot_problem_t problem;
+            cr_assert_eq(load_result(ops[index], CLUSTER_ID, &problem), 0,
+                         "kill %u: listed snapshot %llu does not load: %s", kill_index,
+                         (unsigned long long)ops[index], problem.reason);
+        }
+        bool listed = false;
+        for (int index = 0; index < found; index++) listed |= ops[index] == 100 + kill_index;
+        if (listed) {
+            complete++;
+        } else {
+            torn++;
+        }
+        cr_assert_geq(sz_snapshot_prune(directory_fd, 64), 0); /* drops any .tmp left */
+    }
+    fprintf(stderr, "killed writers: %u finished, %u cut short (one write: %.1f ms)\n", complete,
+            torn, (double)write_ns / 1e6);
+    sz_ledger_deinit(ledger);
 }
