@@ -12,18 +12,21 @@
  *   too) and reading sz_metrics_t.
  * - Snapshots (when config.snapshots.enabled; directory_fd is the server's DATA/snapshots):
  *   - Recovery: sz_replica_open() loads the newest snapshot that verifies (checksums, this
- *     journal's cluster id, and its chain head against the journal's entry after it), then
+ *     journal's cluster id, and its chain head against the journal's entry of its op), then
  *     replays only the journal after its op; the reply cache comes from the snapshot's
  *     sessions section plus that tail, so an exact retry across a restart still gets its
  *     cached reply. A snapshot that fails is logged (msg=snapshot_invalid) and the one
  *     before it tried; with none left, the whole journal is replayed. A snapshot whose op
  *     is past the journal's end (the journal lost durable ops) is refused: -EUCLEAN, the
- *     problem names both ops; nothing is loaded or truncated. A snapshot that does not fit
+ *     problem names both ops, and no older state is served. A snapshot that does not fit
  *     the configured capacities gives -ENOSPC.
  *   - Taking: between two applied ops the ledger thread fork()s; the child writes the
  *     state at op_committed with sz_snapshot_write() (the reply cache as its sessions),
  *     prunes to the newest keep_count, applies journal retention (sz_journal_retire() of
- *     the segments wholly before the oldest snapshot kept), and exits. The ledger
+ *     the segments wholly before the oldest snapshot kept), and exits; it first closes
+ *     every inherited fd it does not need (so it never holds the data directory's lock)
+ *     and never allocates. Messages popped from the request ring are marked
+ *     MADV_DONTFORK (the child never reads them). The ledger
  *     thread pauses only for fork() (measured: log pause_us, metrics) and never waits for
  *     the child: it reaps it with waitpid(WNOHANG) at most every millisecond and logs
  *     msg=snapshot_written (or msg=snapshot_failed with the reason). One child at a time;
