@@ -93,6 +93,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -131,6 +133,8 @@
 #define SNAPSHOT_REAP_INTERVAL_NS 1000000ull
 #define SNAPSHOT_REAP_IDLE_NS 10000000ull
 #define SNAPSHOT_KEEP_DEFAULT 3u
+/* The child's nice value: a tenth of a full-weight thread's share under contention. */
+#define SNAPSHOT_CHILD_NICE 10
 /* Pruning keeps at most this many: the child lists them on its stack. */
 #define SNAPSHOT_KEEP_MAX 1000u
 /* Snapshots looked at by recovery, newest first: pruning keeps far fewer. */
@@ -239,6 +243,7 @@ struct sz_replica {
     bool snapshots_on;
     sz_u128 chain_head_committed;
     uint64_t snapshot_op_recovered;
+    uint64_t snapshot_load_ns;
     uint64_t snapshot_op_last;    /* newest written or recovered from */
     uint64_t snapshot_taken_ns;   /* monotonic: the last fork, or the open */
     pid_t snapshot_child;         /* 0: none running */
@@ -887,6 +892,12 @@ __attribute__((noreturn)) static void snapshot_child(const sz_replica_t *replica
                                                      sz_u128 chain_head) {
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(3); /* the parent died before the line above */
+    /* The ledger and gateway threads come first for the CPU and the disk: the child has
+     * seconds, a batch has milliseconds. Not idle classes: under full load they would
+     * starve the child and let the journal's tail grow without bound. */
+    (void)setpriority(PRIO_PROCESS, 0, SNAPSHOT_CHILD_NICE);
+    (void)syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0,
+                  (2 << 13) | 7 /* IOPRIO_CLASS_BE, lowest level */);
     const sz_replica_snapshots_t *config = &replica->config.snapshots;
     int keep[4] = {config->directory_fd, pipe_fd, -1, -1};
     if (config->retention != SZ_REPLICA_RETENTION_KEEP) {
@@ -1210,8 +1221,10 @@ static int replica_recover_load(sz_replica_t *replica, uint64_t op, sz_u128 clus
 static int replica_recover_snapshot(sz_replica_t *replica, uint64_t op, sz_u128 cluster_id,
                                     bool *unusable_out, sz_journal_problem_t *problem) {
     sz_u128 chain_head = 0;
+    uint64_t started_ns = monotonic_ns();
     int result = replica_recover_load(replica, op, cluster_id, &chain_head, problem);
     if (result < 0) return result;
+    replica->snapshot_load_ns = monotonic_ns() - started_ns;
     result = replica_recover_journal(replica, op, chain_head, problem);
     if ((result == -EUCLEAN || result == -ENOENT) && replica->recover_error == 0) {
         /* The journal has no op N with the snapshot's chain head: another history, or a
@@ -1422,6 +1435,7 @@ void sz_replica_info(const sz_replica_t *replica, sz_replica_info_t *info_out) {
     info_out->sleep_count = replica->sleep_count;
     info_out->snapshot_op_recovered = replica->snapshot_op_recovered;
     info_out->op_count_replayed = replica->op_count_replayed;
+    info_out->snapshot_load_ns = replica->snapshot_load_ns;
     info_out->snapshot_op_last = replica->snapshot_op_last;
 }
 

@@ -115,6 +115,7 @@ typedef struct sz_replica_info {
     uint64_t sleep_count; /* times it slept on the request ring's futex */
     uint64_t snapshot_op_recovered; /* the snapshot sz_replica_open() started from, 0: none */
     uint64_t op_count_replayed;     /* journal ops replayed by sz_replica_open() */
+    uint64_t snapshot_load_ns;      /* of which loading the snapshot took this long */
     uint64_t snapshot_op_last;      /* the newest snapshot written (or recovered from) */
 } sz_replica_info_t;
 

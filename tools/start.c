@@ -471,7 +471,7 @@ static void start_log_recovered(const sz_replica_t *replica, uint64_t duration_n
     fprintf(stderr,
             "level=info msg=recovered cluster=%s op=%llu accounts=%llu transfers=%llu "
             "digest=%016llx%016llx memory_bytes=%llu snapshot_op=%llu replayed_ops=%llu "
-            "duration_ms=%llu\n",
+            "snapshot_load_ms=%llu duration_ms=%llu\n",
             sz_u128_format(info.cluster_id, cluster), (unsigned long long)info.op_last,
             (unsigned long long)info.ledger.account_count,
             (unsigned long long)info.ledger.transfer_count,
@@ -479,6 +479,7 @@ static void start_log_recovered(const sz_replica_t *replica, uint64_t duration_n
             (unsigned long long)info.ledger.memory_size,
             (unsigned long long)info.snapshot_op_recovered,
             (unsigned long long)info.op_count_replayed,
+            (unsigned long long)(info.snapshot_load_ns / 1000000),
             (unsigned long long)(duration_ns / 1000000));
 }
 

@@ -5,11 +5,13 @@
 #   - the snapshot's size, the child's time to write it, the ledger's pause (fork), taken
 #     at rest and again under paced load;
 #   - batch latency p50/p99/p100 of the same paced load without and during a snapshot;
-#   - restart time (process start to listening) from the snapshot plus the journal's
-#     tail, and by full replay of the journal (snapshots moved aside);
+#   - restart time (process start to listening) from the snapshot plus a journal tail of
+#     TAIL transfers, and by full replay of the journal (snapshots moved aside);
 #   - the data directory's size. Everything is deleted at the end.
 # Usage: bench_snapshot.sh path/to/sumzero [ACCOUNTS [TRANSFERS [DIR]]]
-#        (defaults 1000000 20000000 and a directory under the current one: ~10 GB free)
+#        (defaults 1000000 20000000 and a directory under the current one: ~15 GB free)
+#        env SUMZERO_BENCH_RATE (400000/s), SUMZERO_BENCH_PACED (2000000 per paced run),
+#        SUMZERO_BENCH_TAIL (400000)
 set -u
 sumzero="$1"
 accounts="${2:-1000000}"
@@ -17,6 +19,7 @@ transfers="${3:-20000000}"
 parent="${4:-.}"
 rate="${SUMZERO_BENCH_RATE:-400000}"        # transfers/s of the paced load
 paced="${SUMZERO_BENCH_PACED:-2000000}"     # transfers of each paced run
+tail="${SUMZERO_BENCH_TAIL:-400000}"        # transfers in the journal after the snapshot
 address=127.0.0.1:3917
 work=$(mktemp -d "$parent/sz_bench_snapshot_XXXXXX") || exit 1
 data="$work/data"
@@ -27,7 +30,7 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # Room for the load, the paced runs and a full batch's worst case.
 accounts_max=$((accounts + 100000))
-transfers_max=$((transfers + 3 * paced + 1000000))
+transfers_max=$((transfers + 2 * paced + tail + 1000000))
 flags="--data $data --address $address --metrics-address none \
     --accounts-max $accounts_max --transfers-max $transfers_max \
     --pending-max $((transfers_max / 8)) --history-max 1048576 \
@@ -64,7 +67,7 @@ snapshot_wait() {
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
 paced_run() {
-    "$sumzero" bench --addresses "$address" --accounts 1000 --transfers "$paced" \
+    "$sumzero" bench --addresses "$address" --accounts 1000 --transfers "${2:-$paced}" \
         --rate "$rate" --lookups 0 --seed "$1" > "$work/paced.out" 2>&1 ||
         fail "paced bench: $(tail -3 "$work/paced.out")"
     grep -q "^result = ok$" "$work/paced.out" || fail "paced bench: $(tail -3 "$work/paced.out")"
@@ -96,8 +99,11 @@ line=$(snapshot_wait 2)
 echo "  during a snapshot:  $during"
 echo "snapshot under load: size $(field "$line" size) bytes, write $(field "$line" write_ms) ms," \
      "total $(field "$line" duration_ms) ms, pause (fork) $(field "$line" pause_us) us"
-# A journal tail after the newest snapshot, for the restart.
-paced_run 3 > /dev/null
+# A journal tail after the newest snapshot (besides the rest of the run above), for the
+# restart: another snapshot first, so the tail is only this run.
+kill -USR1 "$server_pid"
+snapshot_wait 3 > /dev/null
+paced_run 3 "$tail" > /dev/null
 echo "data directory: $(du -sh "$data" | cut -f1) (snapshots $(du -sh "$data/snapshots" | cut -f1))"
 
 stop
@@ -105,7 +111,8 @@ start
 kill_ms=$start_ms
 recovered=$(grep 'msg=recovered' "$work/server.log")
 echo "restart from snapshot + journal tail: ${kill_ms} ms to listening" \
-     "(recovery $(field "$recovered" duration_ms) ms, snapshot_op $(field "$recovered" snapshot_op)," \
+     "(recovery $(field "$recovered" duration_ms) ms of which loading the snapshot" \
+     "$(field "$recovered" snapshot_load_ms) ms; snapshot_op $(field "$recovered" snapshot_op)," \
      "replayed_ops $(field "$recovered" replayed_ops))"
 digest_snapshot=$(field "$recovered" digest)
 stop
