@@ -1,7 +1,9 @@
 /* replica.c: the ledger thread of DESIGN.md, a cluster of one. It takes checked requests
  * from the request ring, gives each write an op number and a timestamp, journals it by
  * group commit, applies it once it is durable, and pushes every reply back in the order
- * the requests were popped.
+ * the requests were popped. Between two applied ops it forks a child that writes a
+ * snapshot; at open it recovers from the newest valid snapshot and the journal after it
+ * (sections "Snapshots: taking them" and "Recovery from snapshots").
  *
  * Design notes
  * - One FIFO of slots, in pop order, with four cursors (all u64, never wrapping):
@@ -29,7 +31,8 @@
  *   how many still in flight) and the reply of the newest write applied (op, T and the
  *   non-ok results). An exact retry waits in the FIFO behind the original and is answered
  *   from the cache at its turn; entries referenced by slots are pinned so LRU eviction
- *   never takes them. Rebuilt at open from the journal. Result copies are allocated on
+ *   never takes them. Rebuilt at open from a snapshot's sessions section and the journal
+ *   after it (or the whole journal). Result copies are allocated on
  *   demand, bounded in total by CACHE_RESULTS_SIZE_MAX.
  * - Waiting: with journal writes in flight the loop polls the journal without blocking
  *   between ring checks (a write completes in about 0.4 ms, a futex wake-up costs 22 us),
