@@ -130,7 +130,8 @@ static void start_usage(FILE *stream) {
             "                           (env SUMZERO_JOURNAL_RETENTION; default keep)\n"
             "  --journal-archive DIR    where archive moves them (env SUMZERO_JOURNAL_ARCHIVE)\n"
             "  SIGUSR1 (or `sumzero snapshot`) takes a snapshot now\n"
-            "exit: 0 stopped by SIGTERM/SIGINT, 64 usage, 65 corrupt journal, 69 address in use,\n"
+            "exit: 0 stopped by SIGTERM/SIGINT, 64 usage, 65 corrupt journal (or a snapshot past\n"
+            "      the journal's end), 69 address in use,\n"
             "      74 I/O error, 75 data directory locked, 78 a capacity too small\n",
             START_RING_CAPACITY);
 }
