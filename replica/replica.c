@@ -946,7 +946,6 @@ static void replica_snapshot_failed(sz_replica_t *replica, uint64_t op, const ch
 
 static void replica_snapshot_start(sz_replica_t *replica, uint64_t now_ns) {
     SZ_ASSERT(replica->snapshot_child == 0);
-    SZ_ASSERT(replica->op_committed > 0);
     replica->snapshot_taken_ns = now_ns;
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
@@ -1067,11 +1066,9 @@ static void replica_snapshot_tick(sz_replica_t *replica) {
                (config->every_ns != 0 && fresh > 0 &&
                 now_ns - replica->snapshot_taken_ns >= config->every_ns);
     if (!due) return;
+    /* A request at op 0 is written too (the empty ledger, chained to the superblock), so
+     * whoever asked sees a snapshot; the triggers above need an applied op. */
     if (requested) atomic_store_explicit(&replica->snapshot_requested, 0, memory_order_relaxed);
-    if (replica->op_committed == 0) {
-        replica_log(replica, "level=info msg=snapshot_skipped reason=\"no op applied yet\"");
-        return;
-    }
     replica_snapshot_start(replica, now_ns);
 }
 

@@ -173,7 +173,7 @@ static int snapshot_wait(const snapshot_arguments_t *arguments, int directory_fd
         }
         if (journal_tool_clock_ns() >= deadline_ns) {
             fprintf(stderr, "sumzero snapshot: no new snapshot in %s/%s after %llu s: see the "
-                            "server's log (msg=snapshot_failed or msg=snapshot_skipped)\n",
+                            "server's log (msg=snapshot_failed)\n",
                     arguments->directory, SZ_SNAPSHOT_DIRECTORY,
                     (unsigned long long)(arguments->timeout_ns / 1000000000ull));
             return EX_TEMPFAIL;
