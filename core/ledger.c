@@ -102,6 +102,10 @@ struct sz_ledger {
     uint32_t prefetch_distance;
     sz_digest_t digest;
 
+    /* Snapshot import in progress (sz_ledger_import_begin until _finish): the image. */
+    bool importing;
+    sz_ledger_image_t import_image;
+
     void *memory;
     size_t memory_size;
 };
@@ -1411,4 +1415,294 @@ int sz_ledger_verify(const sz_ledger_t *ledger, char *message_out, size_t messag
     }
     SZ_ASSERT(false); /* 2^32 passes hold one ledger each */
     return -EUCLEAN;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Snapshots: export in place, import into a fresh ledger, rebuild the id tables. */
+
+static_assert(sizeof(transfer_meta_t) == 16, "snapshot part record size");
+static_assert(sizeof(expiry_entry_t) == 24, "snapshot part record size");
+
+/* Lookahead of the rebuild loops: enough misses in flight to hide memory latency. */
+#define IMPORT_LOOKAHEAD 16u
+static_assert(IMPORT_LOOKAHEAD < LOOKAHEAD_RING_SIZE, "ring holds the lookahead");
+
+uint32_t sz_ledger_part_record_size(sz_ledger_part_t part) {
+    switch (part) {
+    case SZ_LEDGER_PART_ACCOUNTS: return sizeof(sz_account_t);
+    case SZ_LEDGER_PART_TRANSFERS: return sizeof(sz_transfer_t);
+    case SZ_LEDGER_PART_TRANSFER_METAS: return sizeof(transfer_meta_t);
+    case SZ_LEDGER_PART_EXPIRY: return sizeof(expiry_entry_t);
+    case SZ_LEDGER_PART_HISTORY: return sizeof(sz_account_balance_t);
+    default: return 0;
+    }
+}
+
+const char *sz_ledger_part_name(sz_ledger_part_t part) {
+    switch (part) {
+    case SZ_LEDGER_PART_ACCOUNTS: return "accounts";
+    case SZ_LEDGER_PART_TRANSFERS: return "transfers";
+    case SZ_LEDGER_PART_TRANSFER_METAS: return "transfer_metas";
+    case SZ_LEDGER_PART_EXPIRY: return "expiry";
+    case SZ_LEDGER_PART_HISTORY: return "history";
+    default: return "unknown";
+    }
+}
+
+void sz_ledger_export(const sz_ledger_t *ledger, sz_ledger_image_t *image_out) {
+    SZ_ASSERT(!ledger->importing);
+    memset(image_out, 0, sizeof(*image_out));
+    image_out->record_counts[SZ_LEDGER_PART_ACCOUNTS] = ledger->account_count;
+    image_out->record_counts[SZ_LEDGER_PART_TRANSFERS] = ledger->transfer_count;
+    image_out->record_counts[SZ_LEDGER_PART_TRANSFER_METAS] = ledger->transfer_count;
+    image_out->record_counts[SZ_LEDGER_PART_EXPIRY] = ledger->expiry_count;
+    image_out->record_counts[SZ_LEDGER_PART_HISTORY] = ledger->history_count;
+    image_out->pending_live = ledger->pending_live;
+    image_out->op_count = ledger->op_count;
+    image_out->timestamp_last = ledger->timestamp_last;
+    image_out->digest = ledger->digest;
+}
+
+/* The array of a part, const or not (accounts have none: they live in the id table). */
+static void *part_array(const sz_ledger_t *ledger, sz_ledger_part_t part) {
+    switch (part) {
+    case SZ_LEDGER_PART_TRANSFERS: return ledger->transfers;
+    case SZ_LEDGER_PART_TRANSFER_METAS: return ledger->transfer_metas;
+    case SZ_LEDGER_PART_EXPIRY: return ledger->expiry_heap;
+    case SZ_LEDGER_PART_HISTORY: return ledger->history;
+    default: SZ_ASSERT(false); return NULL;
+    }
+}
+
+const void *sz_ledger_export_array(const sz_ledger_t *ledger, sz_ledger_part_t part) {
+    SZ_ASSERT(part != SZ_LEDGER_PART_ACCOUNTS);
+    return part_array(ledger, part);
+}
+
+uint32_t sz_ledger_export_accounts(const sz_ledger_t *ledger, uint32_t first, uint32_t count,
+                                   sz_account_t *accounts_out) {
+    if (first >= ledger->account_count) return 0;
+    if (count > ledger->account_count - first) count = ledger->account_count - first;
+    for (uint32_t index = 0; index < count; index++) {
+        if (index + IMPORT_LOOKAHEAD < count) {
+            uint32_t slot = ledger->account_order[first + index + IMPORT_LOOKAHEAD];
+            __builtin_prefetch(&ledger->account_slots[slot], 0, 0);
+            __builtin_prefetch((const char *)&ledger->account_slots[slot] + 64, 0, 0);
+        }
+        accounts_out[index] = ledger->account_slots[ledger->account_order[first + index]];
+    }
+    return count;
+}
+
+int sz_ledger_import_begin(sz_ledger_t *ledger, const sz_ledger_image_t *image,
+                           char *message_out, size_t message_size) {
+    if (ledger->importing || ledger->op_count != 0 || ledger->account_count != 0 ||
+        ledger->transfer_count != 0 || ledger->timestamp_last != 0) {
+        return -EINVAL;
+    }
+    const uint64_t *counts = image->record_counts;
+    const uint64_t capacities[SZ_LEDGER_PART_COUNT] = {
+        ledger->accounts_max, ledger->transfers_max, ledger->transfers_max, ledger->pending_max,
+        ledger->history_max};
+    for (uint32_t part = 0; part < SZ_LEDGER_PART_COUNT; part++) {
+        if (counts[part] > capacities[part]) {
+            if (message_out != NULL && message_size > 0) {
+                snprintf(message_out, message_size, "%s: %llu records, capacity %llu",
+                         sz_ledger_part_name(part), (unsigned long long)counts[part],
+                         (unsigned long long)capacities[part]);
+            }
+            return -ENOSPC;
+        }
+    }
+    if (counts[SZ_LEDGER_PART_TRANSFER_METAS] != counts[SZ_LEDGER_PART_TRANSFERS]) {
+        return verify_fail(message_out, message_size, "%llu transfer metas for the transfers",
+                           counts[SZ_LEDGER_PART_TRANSFER_METAS]);
+    }
+    if (image->pending_live > counts[SZ_LEDGER_PART_EXPIRY]) {
+        return verify_fail(message_out, message_size, "%llu live pending above the queue",
+                           image->pending_live);
+    }
+    if (image->op_count == 0 && (counts[SZ_LEDGER_PART_ACCOUNTS] != 0 ||
+                                 image->timestamp_last != 0)) {
+        return verify_fail(message_out, message_size, "state without ops (%llu accounts)",
+                           counts[SZ_LEDGER_PART_ACCOUNTS]);
+    }
+    ledger->importing = true;
+    ledger->import_image = *image;
+    ledger->transfer_count = (uint32_t)counts[SZ_LEDGER_PART_TRANSFERS];
+    ledger->expiry_count = (uint32_t)counts[SZ_LEDGER_PART_EXPIRY];
+    ledger->history_count = (uint32_t)counts[SZ_LEDGER_PART_HISTORY];
+    return 0;
+}
+
+void *sz_ledger_import_array(sz_ledger_t *ledger, sz_ledger_part_t part) {
+    SZ_ASSERT(ledger->importing);
+    SZ_ASSERT(part != SZ_LEDGER_PART_ACCOUNTS);
+    return part_array(ledger, part);
+}
+
+/* Checks one imported account and puts it in its slot. */
+static int import_account(sz_ledger_t *ledger, const sz_account_t *account, uint64_t hash,
+                          char *message_out, size_t message_size) {
+    uint64_t order = ledger->account_count;
+    if (account->id == 0 || account->id == SZ_U128_MAX) {
+        return verify_fail(message_out, message_size, "account %llu has a reserved id", order);
+    }
+    if (account->reserved > ledger->import_image.record_counts[SZ_LEDGER_PART_TRANSFERS]) {
+        return verify_fail(message_out, message_size,
+                           "account %llu links to a transfer that does not exist", order);
+    }
+    if (account->timestamp == 0 || account->timestamp > ledger->import_image.timestamp_last ||
+        (order > 0 && account->timestamp <= ledger->account_slots[ledger->account_order[order - 1]]
+                                                 .timestamp)) {
+        return verify_fail(message_out, message_size,
+                           "account %llu has a timestamp out of order", order);
+    }
+    uint64_t slot = account_probe(ledger, account->id, hash);
+    if (ledger->account_slots[slot].id != 0) {
+        return verify_fail(message_out, message_size, "account %llu has a duplicate id", order);
+    }
+    ledger->account_slots[slot] = *account;
+    ledger->account_order[ledger->account_count++] = (uint32_t)slot;
+    return 0;
+}
+
+int sz_ledger_import_accounts(sz_ledger_t *ledger, const sz_account_t *accounts,
+                              uint32_t count, char *message_out, size_t message_size) {
+    SZ_ASSERT(ledger->importing);
+    if ((uint64_t)ledger->account_count + count >
+        ledger->import_image.record_counts[SZ_LEDGER_PART_ACCOUNTS]) {
+        return verify_fail(message_out, message_size, "more accounts than the image's %llu",
+                           ledger->import_image.record_counts[SZ_LEDGER_PART_ACCOUNTS]);
+    }
+    uint64_t hashes[LOOKAHEAD_RING_SIZE];
+    for (uint32_t ahead = 0; ahead < IMPORT_LOOKAHEAD && ahead < count; ahead++) {
+        hashes[ahead] = id_hash(ledger, accounts[ahead].id);
+        account_prefetch(ledger, hashes[ahead]);
+    }
+    for (uint32_t index = 0; index < count; index++) {
+        uint32_t ahead = index + IMPORT_LOOKAHEAD;
+        if (ahead < count) {
+            hashes[ahead % LOOKAHEAD_RING_SIZE] = id_hash(ledger, accounts[ahead].id);
+            account_prefetch(ledger, hashes[ahead % LOOKAHEAD_RING_SIZE]);
+        }
+        int result = import_account(ledger, &accounts[index], hashes[index % LOOKAHEAD_RING_SIZE],
+                                    message_out, message_size);
+        if (result < 0) return result;
+    }
+    return 0;
+}
+
+/* Checks transfer index's record and meta, and enters its id in the id table. */
+static int import_transfer(sz_ledger_t *ledger, uint32_t transfer_index, uint64_t hash,
+                           char *message_out, size_t message_size) {
+    const sz_transfer_t *transfer = &ledger->transfers[transfer_index];
+    const transfer_meta_t *meta = &ledger->transfer_metas[transfer_index];
+    if (transfer->id == 0 || transfer->id == SZ_U128_MAX) {
+        return verify_fail(message_out, message_size, "transfer %llu has a reserved id",
+                           transfer_index);
+    }
+    if (transfer->timestamp > ledger->import_image.timestamp_last ||
+        (transfer_index > 0 && transfer->timestamp <= ledger->transfers[transfer_index - 1].timestamp)) {
+        return verify_fail(message_out, message_size,
+                           "transfer %llu has a timestamp out of order", transfer_index);
+    }
+    if (meta->debit_previous > transfer_index || meta->credit_previous > transfer_index ||
+        meta->state > TRANSFER_STATE_EXPIRED ||
+        (meta->history_sides & ~(uint32_t)(HISTORY_DEBIT | HISTORY_CREDIT)) != 0 ||
+        (uint64_t)meta->history_index + (uint32_t)__builtin_popcount(meta->history_sides) >
+            ledger->history_count) {
+        return verify_fail(message_out, message_size,
+                           "transfer %llu has a meta record out of range", transfer_index);
+    }
+    uint64_t position = transfer_probe(ledger, transfer->id, hash);
+    if (ledger->transfer_index[position] != 0) {
+        return verify_fail(message_out, message_size, "transfer %llu has a duplicate id",
+                           transfer_index);
+    }
+    ledger->transfer_index[position] = ((uint64_t)transfer_tag(hash) << 32) | transfer_index;
+    return 0;
+}
+
+/* The id table of the transfers, rebuilt in creation order (which also makes the table
+ * the writer's own when the capacities and hash seed are the same). */
+static int import_transfers(sz_ledger_t *ledger, uint64_t *pending_timeout_count_out,
+                            char *message_out, size_t message_size) {
+    uint32_t count = ledger->transfer_count;
+    uint64_t hashes[LOOKAHEAD_RING_SIZE];
+    uint64_t pending_timeout_count = 0;
+    for (uint32_t ahead = 0; ahead < IMPORT_LOOKAHEAD && ahead < count; ahead++) {
+        hashes[ahead] = id_hash(ledger, ledger->transfers[ahead].id);
+        transfer_index_prefetch(ledger, hashes[ahead]);
+    }
+    for (uint32_t index = 0; index < count; index++) {
+        uint32_t ahead = index + IMPORT_LOOKAHEAD;
+        if (ahead < count) {
+            hashes[ahead % LOOKAHEAD_RING_SIZE] = id_hash(ledger, ledger->transfers[ahead].id);
+            transfer_index_prefetch(ledger, hashes[ahead % LOOKAHEAD_RING_SIZE]);
+        }
+        int result = import_transfer(ledger, index, hashes[index % LOOKAHEAD_RING_SIZE],
+                                     message_out, message_size);
+        if (result < 0) return result;
+        if (ledger->transfer_metas[index].state == TRANSFER_STATE_PENDING &&
+            ledger->transfers[index].timeout != 0) {
+            pending_timeout_count++;
+        }
+    }
+    *pending_timeout_count_out = pending_timeout_count;
+    return 0;
+}
+
+/* The heap as the writer left it: ordered, its top live, one live entry per pending
+ * transfer with a timeout, each at that transfer's expiry. */
+static int import_expiry(sz_ledger_t *ledger, uint64_t pending_timeout_count,
+                         char *message_out, size_t message_size) {
+    uint64_t live_count = 0;
+    for (uint32_t index = 0; index < ledger->expiry_count; index++) {
+        const expiry_entry_t *entry = &ledger->expiry_heap[index];
+        if (index > 0 && expiry_before(entry, &ledger->expiry_heap[(index - 1) / 2])) {
+            return verify_fail(message_out, message_size, "expiry entry %llu breaks the heap",
+                               index);
+        }
+        if (!expiry_live(ledger, entry)) continue;
+        const sz_transfer_t *transfer = &ledger->transfers[entry->transfer_index];
+        uint64_t timeout_ns = (uint64_t)transfer->timeout * NS_PER_S;
+        if (transfer->timeout == 0 || (transfer->flags & SZ_TRANSFER_PENDING) == 0 ||
+            transfer->timestamp > UINT64_MAX - timeout_ns ||
+            entry->expires_at != transfer->timestamp + timeout_ns) {
+            return verify_fail(message_out, message_size,
+                               "expiry entry %llu does not match its transfer", index);
+        }
+        live_count++;
+    }
+    if (ledger->expiry_count > 0 && !expiry_live(ledger, &ledger->expiry_heap[0])) {
+        return verify_fail(message_out, message_size, "the expiry queue's top is stale (%llu)",
+                           ledger->expiry_count);
+    }
+    if (live_count != ledger->import_image.pending_live || live_count != pending_timeout_count) {
+        return verify_fail(message_out, message_size,
+                           "%llu live expiry entries disagree with the pending transfers",
+                           live_count);
+    }
+    return 0;
+}
+
+int sz_ledger_import_finish(sz_ledger_t *ledger, char *message_out, size_t message_size) {
+    SZ_ASSERT(ledger->importing);
+    const sz_ledger_image_t *image = &ledger->import_image;
+    if (ledger->account_count != image->record_counts[SZ_LEDGER_PART_ACCOUNTS]) {
+        return verify_fail(message_out, message_size, "%llu accounts imported, fewer than said",
+                           ledger->account_count);
+    }
+    uint64_t pending_timeout_count = 0;
+    int result = import_transfers(ledger, &pending_timeout_count, message_out, message_size);
+    if (result < 0) return result;
+    result = import_expiry(ledger, pending_timeout_count, message_out, message_size);
+    if (result < 0) return result;
+    ledger->pending_live = (uint32_t)image->pending_live;
+    ledger->op_count = image->op_count;
+    ledger->timestamp_last = image->timestamp_last;
+    ledger->digest = image->digest;
+    ledger->importing = false;
+    return 0;
 }

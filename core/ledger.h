@@ -178,4 +178,74 @@ void sz_ledger_stats(const sz_ledger_t *ledger, sz_ledger_stats_t *stats_out);
 SZ_MUST_USE int sz_ledger_verify(const sz_ledger_t *ledger, char *message_out,
                                  size_t message_size);
 
+/* ---------------------------------------------------------------------------------------
+ * Snapshots: the state as a few scalars and five parts of fixed-size records, read in
+ * place by snapshot/ and loaded straight back into a fresh ledger.
+ *
+ * - Export never copies the arrays: sz_ledger_export_array() points into the ledger (valid
+ *   until its next write batch or deinit). Accounts live inside the id table, so they are
+ *   copied out in creation order, a run at a time, with sz_ledger_export_accounts(). Export
+ *   only reads (safe in a forked child: no allocation, no formatting, no locks).
+ * - Import fills a fresh ledger (initialised, no batch applied): sz_ledger_import_begin()
+ *   with the exported scalars, then each array written in full at sz_ledger_import_array()
+ *   and the accounts appended in creation order with sz_ledger_import_accounts(), in any
+ *   order of parts, then sz_ledger_import_finish(). The id tables are layout (they depend
+ *   on the capacities and the hash seed) and are rebuilt, so the loading ledger's
+ *   capacities and hash seed may differ from the writer's as long as the state fits.
+ * - The result has the exporter's digest, stats (memory_size is the loader's own), answers
+ *   and future: the same ops applied to both give the same results and digests.
+ * - Import never asserts on the records: what cannot be a ledger's state (a duplicate or
+ *   reserved id, a link or history row out of range, timestamps out of order, a broken
+ *   heap, counts that disagree) gives -EUCLEAN with one line in message_out, and the
+ *   ledger must then only be deinitialised. It checks structure, not balances:
+ *   sz_ledger_verify() does that.
+ * - The layouts of the meta and expiry records are internal: a file format records
+ *   SZ_LEDGER_PART record sizes and must change its version when they change. */
+
+typedef enum sz_ledger_part {
+    SZ_LEDGER_PART_ACCOUNTS = 0,       /* sz_account_t, creation order; `reserved` holds the
+                                          account's newest transfer link (index + 1) */
+    SZ_LEDGER_PART_TRANSFERS = 1,      /* sz_transfer_t, creation (= timestamp) order */
+    SZ_LEDGER_PART_TRANSFER_METAS = 2, /* one per transfer: account list links, history
+                                          rows, pending state */
+    SZ_LEDGER_PART_EXPIRY = 3,         /* the expiry heap in heap order, stale entries too */
+    SZ_LEDGER_PART_HISTORY = 4,        /* sz_account_balance_t rows */
+    SZ_LEDGER_PART_COUNT = 5,
+} sz_ledger_part_t;
+
+typedef struct sz_ledger_image {
+    uint64_t record_counts[SZ_LEDGER_PART_COUNT];
+    uint64_t pending_live; /* expiry entries still pending (checked at import) */
+    uint64_t op_count;
+    uint64_t timestamp_last;
+    sz_digest_t digest;
+} sz_ledger_image_t;
+
+/* Bytes per record of a part (128, 128, 16, 24, 128), and its name ("accounts"...). */
+uint32_t sz_ledger_part_record_size(sz_ledger_part_t part);
+const char *sz_ledger_part_name(sz_ledger_part_t part);
+
+void sz_ledger_export(const sz_ledger_t *ledger, sz_ledger_image_t *image_out);
+/* The records of an array part (not accounts), record_counts[part] of them. */
+const void *sz_ledger_export_array(const sz_ledger_t *ledger, sz_ledger_part_t part);
+/* Copies accounts [first, first + count) in creation order, links included; returns how
+ * many exist in that range. */
+uint32_t sz_ledger_export_accounts(const sz_ledger_t *ledger, uint32_t first, uint32_t count,
+                                   sz_account_t *accounts_out);
+
+/* -EINVAL if the ledger is not fresh, -ENOSPC if a count exceeds its capacity, -EUCLEAN
+ * if the counts disagree (metas and transfers, live and queued pending). */
+SZ_MUST_USE int sz_ledger_import_begin(sz_ledger_t *ledger, const sz_ledger_image_t *image,
+                                       char *message_out, size_t message_size);
+/* Where the image's record_counts[part] records of an array part go (not accounts). */
+void *sz_ledger_import_array(sz_ledger_t *ledger, sz_ledger_part_t part);
+/* Appends accounts in creation order: -EUCLEAN for a duplicate or reserved id, a link
+ * beyond the image's transfers, or more accounts than the image said. */
+SZ_MUST_USE int sz_ledger_import_accounts(sz_ledger_t *ledger, const sz_account_t *accounts,
+                                          uint32_t count, char *message_out,
+                                          size_t message_size);
+/* Rebuilds the transfer id table, checks every part's structure and sets the scalars. */
+SZ_MUST_USE int sz_ledger_import_finish(sz_ledger_t *ledger, char *message_out,
+                                        size_t message_size);
+
 #endif

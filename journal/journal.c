@@ -61,7 +61,9 @@ typedef struct journal_write {
 } journal_write_t;
 
 typedef struct scan_reader {
-    sz_storage_t *storage;
+    sz_storage_t *storage; /* where the open file is: home or archive */
+    sz_storage_t *home;
+    sz_storage_t *archive; /* read-only opens: looked in when home lacks a segment */
     uint32_t segment;
     int file;
     uint64_t file_size;
@@ -229,6 +231,15 @@ static int superblock_read(sz_journal_t *journal, sz_journal_problem_t *problem)
     return -EUCLEAN;
 }
 
+int sz_journal_superblock_read(sz_storage_t *storage, sz_journal_superblock_t *superblock_out,
+                               sz_journal_problem_t *problem_out) {
+    SZ_ASSERT(storage != NULL && superblock_out != NULL);
+    sz_journal_t journal = {.storage = storage};
+    int result = superblock_read(&journal, problem_out);
+    if (result == 0) *superblock_out = journal.superblock;
+    return result;
+}
+
 /* ---- reading entries ---- */
 
 int sz_journal_header_check(const sz_journal_header_t *header) {
@@ -252,8 +263,14 @@ int sz_journal_header_check(const sz_journal_header_t *header) {
 static int reader_open(scan_reader_t *reader, uint32_t segment) {
     char name[SZ_STORAGE_NAME_SIZE];
     sz_journal_segment_name(segment, name);
+    reader->storage = reader->home;
     int result = sz_storage_file_open(reader->storage, name, SZ_STORAGE_OPEN_READ_ONLY, 0,
                                       &reader->file);
+    if (result == -ENOENT && reader->archive != NULL) {
+        reader->storage = reader->archive;
+        result = sz_storage_file_open(reader->storage, name, SZ_STORAGE_OPEN_READ_ONLY, 0,
+                                      &reader->file);
+    }
     if (result < 0) return result;
     result = sz_storage_file_size(reader->storage, reader->file, &reader->file_size);
     if (result < 0) {
@@ -365,11 +382,13 @@ typedef struct scan_state {
     sz_u128 checksum_last;
     uint64_t timestamp_last;
     uint64_t entry_count;
+    uint32_t segment_first;
     sz_journal_position_t end;
     bool stopped;
     uint64_t nonzero_end;       /* in the end segment, past the end */
     uint64_t tail_size;         /* non-zero bytes after the end */
     bool later_segments;        /* segments after the end one exist */
+    const char *failure;        /* why the scan failed, when it is not an I/O error */
     bool evidence;              /* a later entry says the missing op was durable */
     sz_journal_position_t evidence_position;
     uint64_t evidence_op;
@@ -383,6 +402,16 @@ static int scan_deliver(sz_journal_t *journal, scan_state_t *scan,
     uint64_t event_span = header->event_count > 0 ? header->event_count : 1;
     scan->timestamp_last = header->timestamp + event_span - 1;
     scan->entry_count++;
+    if (header->op <= journal->options.op_after) {
+        /* Before the start: checked, not delivered; the start op anchors the chain. */
+        if (header->op == journal->options.op_after &&
+            header->checksum_header != journal->options.chain_head) {
+            scan->failure = "the entry of the start op does not match the given chain head "
+                            "(the snapshot is not of this journal)";
+            return -EUCLEAN;
+        }
+        return 0;
+    }
     if (journal->options.on_entry == NULL) return 0;
     int result = journal->options.on_entry(header, body, &position, journal->options.entry_context);
     if (result > 0) {
@@ -391,6 +420,184 @@ static int scan_deliver(sz_journal_t *journal, scan_state_t *scan,
         scan->stopped = true;
     }
     return result < 0 ? result : 0;
+}
+
+/* ---- starting after an op: finding the segment that holds it ---- */
+
+typedef struct segment_list {
+    uint32_t *segments; /* ascending, no duplicates */
+    uint32_t count;
+    uint32_t capacity;
+    int error;
+} segment_list_t;
+
+int sz_journal_segment_parse(const char *name, uint32_t *segment_out) {
+    static const char prefix[] = "journal.";
+    if (strncmp(name, prefix, sizeof(prefix) - 1) != 0) return -EINVAL;
+    const char *digits = name + sizeof(prefix) - 1;
+    uint64_t value = 0;
+    size_t count = 0;
+    for (; digits[count] != '\0'; count++) {
+        if (digits[count] < '0' || digits[count] > '9' || count >= 9) return -EINVAL;
+        value = value * 10 + (uint64_t)(digits[count] - '0');
+    }
+    if (count < 6 || value >= SEGMENT_COUNT_MAX) return -EINVAL;
+    *segment_out = (uint32_t)value;
+    return 0;
+}
+
+static int segment_list_on_name(const char *name, void *context_raw) {
+    segment_list_t *list = context_raw;
+    uint32_t segment = 0;
+    if (sz_journal_segment_parse(name, &segment) < 0) return 0;
+    if (list->count == list->capacity) {
+        uint32_t capacity = list->capacity == 0 ? 64 : list->capacity * 2;
+        uint32_t *grown = realloc(list->segments, capacity * sizeof(uint32_t));
+        if (grown == NULL) return -ENOMEM;
+        list->segments = grown;
+        list->capacity = capacity;
+    }
+    list->segments[list->count++] = segment;
+    return 0;
+}
+
+static int segment_compare(const void *left, const void *right) {
+    uint32_t a = *(const uint32_t *)left, b = *(const uint32_t *)right;
+    return a < b ? -1 : a > b;
+}
+
+/* The segments present in the data directory and (read-only) the archive, ascending. */
+static int segment_list_read(const scan_reader_t *reader, segment_list_t *list) {
+    int result = sz_storage_list(reader->home, segment_list_on_name, list);
+    if (result == 0 && reader->archive != NULL) {
+        result = sz_storage_list(reader->archive, segment_list_on_name, list);
+    }
+    if (result < 0) return result;
+    qsort(list->segments, list->count, sizeof(uint32_t), segment_compare);
+    uint32_t kept = 0;
+    for (uint32_t index = 0; index < list->count; index++) {
+        if (kept == 0 || list->segments[kept - 1] != list->segments[index]) {
+            list->segments[kept++] = list->segments[index];
+        }
+    }
+    list->count = kept;
+    return 0;
+}
+
+/* The first header of a segment; *valid_out false when it holds none that checks out (an
+ * empty preallocated segment, or damage the scan will report). */
+static int segment_first_header(const sz_journal_t *journal, scan_reader_t *reader,
+                                uint32_t segment, sz_journal_header_t *header_out,
+                                bool *valid_out) {
+    *valid_out = false;
+    int result = reader_open(reader, segment);
+    if (result < 0) return result;
+    const uint8_t *view = NULL;
+    result = reader_view(reader, 0, SZ_JOURNAL_HEADER_SIZE, &view);
+    if (result == 0) {
+        memcpy(header_out, view, SZ_JOURNAL_HEADER_SIZE);
+        *valid_out = sz_journal_header_check(header_out) == 0 &&
+                     header_out->cluster_id == journal->superblock.cluster_id;
+    }
+    reader_close(reader);
+    return result == -ENODATA ? 0 : result;
+}
+
+/* Binary search (first ops grow with the segment number) for the last segment whose
+ * first op is at most op_after + 1. */
+static int scan_start_search(sz_journal_t *journal, scan_state_t *scan,
+                             const segment_list_t *list, uint32_t *found_out,
+                             sz_journal_header_t *header_out) {
+    uint64_t op_wanted = journal->options.op_after + 1;
+    uint32_t low = 0, high = list->count;
+    bool found = false;
+    /* Bounded: the range halves every pass. */
+    while (low < high) {
+        uint32_t middle = low + (high - low) / 2;
+        sz_journal_header_t header;
+        bool valid = false;
+        int result = segment_first_header(journal, &scan->probe, list->segments[middle], &header,
+                                          &valid);
+        if (result < 0) return result;
+        if (valid && header.op <= op_wanted) {
+            found = true;
+            *found_out = middle;
+            *header_out = header;
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    return found ? 0 : -ENOENT;
+}
+
+/* Where the scan starts: segment 0 from the superblock's chain, or, after options.op_after,
+ * the segment holding op_after + 1 with the chain anchored in it. */
+static int scan_start(sz_journal_t *journal, scan_state_t *scan, uint32_t *segment_out,
+                      sz_journal_problem_t *problem) {
+    const sz_journal_options_t *options = &journal->options;
+    char name[SZ_STORAGE_NAME_SIZE];
+    *segment_out = 0;
+    if (options->op_after == 0 && options->chain_head != 0 &&
+        options->chain_head != journal->genesis) {
+        problem_set(problem, SZ_JOURNAL_SUPERBLOCK_NAME, 0, 0,
+                    "the chain head given for op 0 is not this journal's superblock checksum");
+        return -EUCLEAN;
+    }
+    if (options->op_after == 0) {
+        sz_journal_segment_name(0, name);
+        int result = reader_open(&scan->probe, 0);
+        if (result != -ENOENT) {
+            if (result == 0) reader_close(&scan->probe);
+            return result == 0 ? 0 : result;
+        }
+    }
+    segment_list_t list = {0};
+    int result = segment_list_read(&scan->reader, &list);
+    if (result < 0) {
+        problem_set(problem, "", 0, options->op_after + 1, "cannot list the journal's segments");
+        free(list.segments);
+        return result;
+    }
+    if (options->op_after == 0) {
+        /* Segment 0 is missing: a journal that never had one is empty; one whose early
+         * segments were retired needs a start op or the archive. */
+        free(list.segments);
+        if (list.count == 0) return 0;
+        problem_set(problem, name, 0, 1,
+                    "the first segment is missing (retired?): give the archive directory or "
+                    "start from a snapshot");
+        return -ENOENT;
+    }
+    sz_journal_header_t header;
+    uint32_t found = 0;
+    result = list.count == 0 ? -ENOENT : scan_start_search(journal, scan, &list, &found, &header);
+    if (result == 0) *segment_out = list.segments[found];
+    free(list.segments);
+    if (result < 0) {
+        problem_set(problem, "", 0, options->op_after + 1,
+                    result == -ENOENT ? "no segment holds the start op (retired without an "
+                                        "archive, or the journal is too short)"
+                                      : "cannot read the segments' first headers");
+        return result;
+    }
+    if (header.op == options->op_after + 1) {
+        if (header.checksum_previous != options->chain_head) {
+            sz_journal_segment_name(*segment_out, name);
+            problem_set(problem, name, 0, header.op,
+                        "the first entry after the start op does not chain to the given chain "
+                        "head (the snapshot is not of this journal)");
+            return -EUCLEAN;
+        }
+        scan->op_last = options->op_after;
+        scan->checksum_last = options->chain_head;
+        return 0;
+    }
+    /* Mid-segment: anchored on the segment's first entry; op_after's entry is checked
+     * against chain_head when the scan passes it (scan_deliver). */
+    scan->op_last = header.op - 1;
+    scan->checksum_last = header.checksum_previous;
+    return 0;
 }
 
 /* Finds the chain's next entry after offset: same write, next write, next segment. */
@@ -437,9 +644,13 @@ done:
 static int scan_chain(sz_journal_t *journal, scan_state_t *scan, sz_journal_problem_t *problem) {
     scan->checksum_last = journal->genesis;
     char name[SZ_STORAGE_NAME_SIZE];
-    int result = reader_open(&scan->reader, 0);
+    uint32_t segment_first = 0;
+    int result = scan_start(journal, scan, &segment_first, problem);
+    if (result < 0) return result;
+    scan->segment_first = segment_first;
+    result = reader_open(&scan->reader, segment_first);
     if (result == -ENOENT) {
-        scan->end = (sz_journal_position_t){.segment = 0, .offset = 0};
+        scan->end = (sz_journal_position_t){.segment = segment_first, .offset = 0};
         return 0;
     }
     uint64_t offset = 0;
@@ -457,11 +668,26 @@ static int scan_chain(sz_journal_t *journal, scan_state_t *scan, sz_journal_prob
     scan->end = (sz_journal_position_t){.segment = scan->reader.segment, .offset = offset};
     if (result < 0) {
         sz_journal_segment_name(scan->reader.segment, name);
-        char reason[128];
-        snprintf(reason, sizeof(reason), "scan stopped: %s", strerror(-result));
-        problem_set(problem, name, offset, scan->op_last + 1, reason);
+        char reason[256];
+        if (scan->failure != NULL) {
+            snprintf(reason, sizeof(reason), "%s", scan->failure);
+            problem_set(problem, name, offset, scan->op_last, reason);
+        } else {
+            snprintf(reason, sizeof(reason), "scan stopped: %s", strerror(-result));
+            problem_set(problem, name, offset, scan->op_last + 1, reason);
+        }
+        return result;
     }
-    return result;
+    if (scan->op_last < journal->options.op_after) {
+        sz_journal_segment_name(scan->end.segment, name);
+        char reason[256];
+        snprintf(reason, sizeof(reason),
+                 "the journal ends at op %llu, before op %llu it should start after",
+                 (unsigned long long)scan->op_last, (unsigned long long)journal->options.op_after);
+        problem_set(problem, name, scan->end.offset, scan->op_last + 1, reason);
+        return -EUCLEAN;
+    }
+    return 0;
 }
 
 /* Looks at every 128-byte step of [start, end of file) for headers of later ops. */
@@ -898,9 +1124,10 @@ int sz_journal_open(sz_storage_t *storage, const sz_journal_options_t *options,
     journal->options = *options;
     if (journal->options.in_flight_max == 0) journal->options.in_flight_max = SZ_JOURNAL_IN_FLIGHT_DEFAULT;
     journal->segment_file = -1;
+    sz_storage_t *archive = options->read_only ? options->archive : NULL;
     scan_state_t scan = {
-        .reader = {.storage = storage, .file = -1},
-        .probe = {.storage = storage, .file = -1},
+        .reader = {.storage = storage, .home = storage, .archive = archive, .file = -1},
+        .probe = {.storage = storage, .home = storage, .archive = archive, .file = -1},
     };
     int result = 0;
     if (!options->read_only) {
@@ -937,6 +1164,7 @@ int sz_journal_open(sz_storage_t *storage, const sz_journal_options_t *options,
         .segment_size = journal->superblock.segment_size,
         .entry_count_found = scan.entry_count,
         .end = scan.end,
+        .segment_first = scan.segment_first,
         .scan_stopped = scan.stopped,
         .tail_torn = scan.tail_size > 0,
         .tail_size = scan.tail_size,
@@ -972,6 +1200,7 @@ void sz_journal_info(const sz_journal_t *journal, sz_journal_info_t *info_out) {
     SZ_ASSERT(journal != NULL && info_out != NULL);
     *info_out = journal->info;
     info_out->op_last = journal->op_last;
+    info_out->checksum_last = journal->checksum_last;
     info_out->op_durable = journal->op_durable;
     info_out->timestamp_last = journal->timestamp_last;
 }

@@ -29,6 +29,9 @@
  *   changes nothing on disk. Consequence: damage inside the last in_flight_max writes is
  *   indistinguishable from a torn write and is truncated; anywhere before, it is
  *   corruption.
+ * - Starting after an op (options.op_after, chain_head): the early segments are skipped
+ *   unread, so they may be missing (retention); a read-only open also finds segments in
+ *   options.archive. Everything after op_after is checked as above.
  * - Limits: an entry carries at most SZ_BATCH_EVENTS_MAX 128-byte events; a group commit
  *   is at most SZ_JOURNAL_WRITE_SIZE_MAX bytes; segments are at least
  *   SZ_JOURNAL_SEGMENT_SIZE_MIN. */
@@ -152,6 +155,19 @@ typedef struct sz_journal_options {
     /* May be NULL; called like on_durable, once per completed write, in order, before the
      * on_durable call that reports its ops (durable_context is its context). */
     sz_journal_written_fn on_written;
+    /* Start after op_after (0: from op 1), e.g. a snapshot's op. The segment holding
+     * op_after + 1 is found from the segments' first headers; the segments before it are
+     * neither read nor needed (they may have been retired), and entries before op_after + 1
+     * in its segment are checked but not delivered. chain_head is the checksum_header of
+     * op op_after (a snapshot's chain head): the journal must hold op_after with it, or the
+     * open fails with -EUCLEAN; a journal that ends before op_after also gives -EUCLEAN, a
+     * journal without the segment holding op_after + 1 -ENOENT. With op_after 0, a non-zero
+     * chain_head must be the superblock's checksum. */
+    uint64_t op_after;
+    sz_u128 chain_head;
+    /* Read-only opens only: segments missing from storage are read from here (the archive
+     * directory retention moves segments to); NULL for none. Borrowed like storage. */
+    sz_storage_t *archive;
 } sz_journal_options_t;
 
 /* What one append carries besides the body. */
@@ -170,11 +186,16 @@ typedef struct sz_journal_info {
     uint32_t version;
     uint64_t segment_size;
     uint64_t op_last;    /* last op appended (or found at open) */
+    /* checksum_header of op_last: the chain head a snapshot at op_last records (the
+     * superblock's checksum for an empty journal). Read it after each append to know
+     * the chain head of every op. */
+    sz_u128 checksum_last;
     uint64_t op_durable; /* last op known durable */
     uint64_t timestamp_last;
     uint64_t entry_count_found; /* entries found by the scan at open */
     sz_journal_position_t end;  /* where the chain ended at open */
     bool scan_stopped;          /* on_entry asked to stop */
+    uint32_t segment_first;     /* the first segment the scan read */
     bool tail_torn;             /* bytes after the end were discarded (or would be) */
     uint64_t tail_size;         /* how many non-zero bytes that tail held */
 } sz_journal_info_t;
@@ -184,6 +205,13 @@ typedef struct sz_journal sz_journal_t;
 /* Writes the superblock and preallocates the first segment. -EEXIST if formatted. */
 SZ_MUST_USE int sz_journal_format(sz_storage_t *storage,
                                   const sz_journal_format_options_t *options);
+
+/* Reads the superblock alone (either valid copy): -ENOENT when not formatted, -EUCLEAN
+ * when both copies are damaged. For tools: the cluster id, and the chain head of op 0
+ * (superblock_out->checksum). */
+SZ_MUST_USE int sz_journal_superblock_read(sz_storage_t *storage,
+                                           sz_journal_superblock_t *superblock_out,
+                                           sz_journal_problem_t *problem_out);
 
 /* problem_out (may be NULL) is filled on -EUCLEAN and on I/O errors. The journal borrows
  * storage, which must outlive it. */
@@ -212,6 +240,8 @@ const char *sz_journal_error_message(const sz_journal_t *journal);
 
 /* "journal.000042" */
 void sz_journal_segment_name(uint32_t segment, char name_out[SZ_STORAGE_NAME_SIZE]);
+/* The segment number of a segment's file name, or -EINVAL for any other name. */
+SZ_MUST_USE int sz_journal_segment_parse(const char *name, uint32_t *segment_out);
 
 /* Checks one header on its own (magic, version, checksum, sizes, operation). Returns 0
  * or -EUCLEAN. For tools and tests. */

@@ -61,6 +61,7 @@ int sz_replay_apply(sz_ledger_t *ledger, const sz_journal_header_t *header, cons
     SZ_ASSERT(result_count <= header->event_count);
     stats->op_count++;
     stats->op_last = header->op;
+    stats->chain_head = header->checksum_header;
     stats->timestamp_last = header->timestamp;
     return 0;
 }
@@ -91,6 +92,9 @@ int sz_replay_run(sz_storage_t *storage, const sz_replay_options_t *options, sz_
         .read_only = true,
         .on_entry = replay_on_entry,
         .entry_context = &context,
+        .op_after = options->op_after,
+        .chain_head = options->chain_head,
+        .archive = options->archive,
     };
     sz_journal_t *journal = NULL;
     int result = sz_journal_open(storage, &journal_options, &journal, problem_out);

@@ -8,6 +8,8 @@
  *   a journal error (-EUCLEAN corruption, -ENOENT not formatted, I/O), or for an op the
  *   ledger refuses: -ENOSPC (a capacity too small: problem names the op and what is
  *   full) or -EUCLEAN (timestamps out of order, so the journal is not a leader's).
+ * - Starting after an op (options.op_after, chain_head) skips the earlier segments unread,
+ *   so they may be retired; options.archive finds retired segments for a replay from op 1.
  * - The same journal replayed into equal ledgers gives equal digests. */
 #ifndef SZ_REPLAY_H
 #define SZ_REPLAY_H
@@ -18,11 +20,17 @@
 typedef struct sz_replay_options {
     uint64_t until_op;        /* 0: every op; else stop after this op */
     uint64_t until_timestamp; /* 0: every op; else stop before an op stamped after it */
+    /* Start after this op (0: from op 1), the ledger holding the state at it (a loaded
+     * snapshot's); chain_head is that op's checksum_header: see sz_journal_options_t. */
+    uint64_t op_after;
+    sz_u128 chain_head;
+    sz_storage_t *archive; /* NULL, or where retired segments are (read-only) */
 } sz_replay_options_t;
 
 typedef struct sz_replay_stats {
     uint64_t op_count;             /* ops applied */
     uint64_t op_last;              /* the last op applied */
+    sz_u128 chain_head;            /* its checksum_header (0 when no op was applied) */
     uint64_t timestamp_last;       /* its timestamp */
     uint64_t account_event_count;  /* events of create_accounts ops */
     uint64_t transfer_event_count; /* events of create_transfers ops */

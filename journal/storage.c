@@ -1,6 +1,7 @@
 /* storage.c: the real storage: files of one data directory, appends through io_uring as
  * one O_DIRECT write linked to one fdatasync, reads through a second, buffered descriptor
  * (start-up and tools read from the page cache), and a flock on DIR/lock. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -256,6 +257,33 @@ static void uring_deinit(sz_storage_t *storage) {
     free(self);
 }
 
+static int uring_list(sz_storage_t *storage, sz_storage_name_fn fn, void *context) {
+    uring_storage_t *self = uring_of(storage);
+    /* A descriptor of our own: readdir moves its offset. */
+    int fd = openat(self->directory_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    DIR *directory = fdopendir(fd);
+    if (directory == NULL) {
+        int error = -errno;
+        close(fd);
+        return error;
+    }
+    int result = 0;
+    /* Bounded by the directory's entries. */
+    while (result == 0) {
+        errno = 0;
+        struct dirent *entry = readdir(directory);
+        if (entry == NULL) {
+            if (errno != 0) result = -errno;
+            break;
+        }
+        if (entry->d_type != DT_REG && entry->d_type != DT_UNKNOWN) continue;
+        result = fn(entry->d_name, context);
+    }
+    closedir(directory);
+    return result;
+}
+
 static const sz_storage_vtable_t uring_vtable = {
     .file_open = uring_file_open,
     .file_close = uring_file_close,
@@ -267,6 +295,7 @@ static const sz_storage_vtable_t uring_vtable = {
     .reap = uring_reap,
     .lock = uring_lock,
     .deinit = uring_deinit,
+    .list = uring_list,
 };
 
 int sz_storage_uring_init(const char *directory, sz_storage_t **storage_out) {

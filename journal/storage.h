@@ -21,6 +21,7 @@
 #ifndef SZ_STORAGE_H
 #define SZ_STORAGE_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -48,6 +49,10 @@ typedef struct sz_storage_completion {
 
 typedef struct sz_storage sz_storage_t;
 
+/* Called with each file name by list(): return 0 to go on, anything else stops the listing
+ * and is returned by it. */
+typedef int (*sz_storage_name_fn)(const char *name, void *context);
+
 typedef struct sz_storage_vtable {
     int (*file_open)(sz_storage_t *storage, const char *name, uint32_t flags, uint64_t size,
                      int *file_out);
@@ -70,6 +75,9 @@ typedef struct sz_storage_vtable {
      * -EWOULDBLOCK (== -EAGAIN) when another process or object holds it. */
     int (*lock)(sz_storage_t *storage);
     void (*deinit)(sz_storage_t *storage);
+    /* Calls fn for every regular file of the directory, in no particular order (start-up
+     * and tools: finding the segments that remain after retention). */
+    int (*list)(sz_storage_t *storage, sz_storage_name_fn fn, void *context);
 } sz_storage_vtable_t;
 
 struct sz_storage {
@@ -152,6 +160,11 @@ SZ_MUST_USE static inline int sz_storage_reap(sz_storage_t *storage, bool wait,
 }
 SZ_MUST_USE static inline int sz_storage_lock(sz_storage_t *storage) {
     return storage->vtable->lock(storage);
+}
+SZ_MUST_USE static inline int sz_storage_list(sz_storage_t *storage, sz_storage_name_fn fn,
+                                              void *context) {
+    if (storage->vtable->list == NULL) return -EOPNOTSUPP; /* a wrapper that does not list */
+    return storage->vtable->list(storage, fn, context);
 }
 static inline void sz_storage_deinit(sz_storage_t *storage) {
     if (storage != NULL) storage->vtable->deinit(storage);

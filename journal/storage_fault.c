@@ -231,6 +231,16 @@ static int fault_lock(sz_storage_t *storage) {
     return 0;
 }
 
+static int fault_list(sz_storage_t *storage, sz_storage_name_fn fn, void *context) {
+    fault_storage_t *self = fault_of(storage);
+    for (uint32_t index = 0; index < FAULT_FILES_MAX; index++) {
+        if (!self->files[index].exists) continue;
+        int result = fn(self->files[index].name, context);
+        if (result != 0) return result;
+    }
+    return 0;
+}
+
 static void fault_deinit(sz_storage_t *storage) {
     fault_storage_t *self = fault_of(storage);
     for (uint32_t index = 0; index < FAULT_FILES_MAX; index++) free(self->files[index].data);
@@ -248,6 +258,7 @@ static const sz_storage_vtable_t fault_vtable = {
     .reap = fault_reap,
     .lock = fault_lock,
     .deinit = fault_deinit,
+    .list = fault_list,
 };
 
 int sz_storage_fault_init(sz_storage_t **storage_out) {

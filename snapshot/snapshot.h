@@ -20,7 +20,10 @@
  *   one that was written, and applying the same ops to both keeps them equal.
  * - Errors: 0 or a negative errno. A file that is damaged, truncated, of another cluster
  *   or of an unknown version gives -EUCLEAN with problem_out saying what and where (the
- *   section and offset); a missing file -ENOENT. Nothing here asserts on file bytes. */
+ *   section and offset); a missing file -ENOENT. Nothing here asserts on file bytes.
+ * - Also safe in a forked child: sz_snapshot_list() and sz_snapshot_prune() (getdents64,
+ *   no malloc). Loading allocates only with mmap and is for the process that keeps the
+ *   ledger. A name ending in ".tmp" is refused by load (-EUCLEAN). */
 #ifndef SZ_SNAPSHOT_H
 #define SZ_SNAPSHOT_H
 
@@ -70,12 +73,40 @@ SZ_MUST_USE int sz_snapshot_load(int directory_fd, const char *name, sz_u128 clu
                                  sz_snapshot_problem_t *problem_out);
 void sz_snapshot_sessions_free(void *sessions, size_t sessions_size);
 
+/* What a snapshot's header says, for tools (sumzero inspect). */
+#define SZ_SNAPSHOT_SECTIONS_MAX 8u
+typedef struct sz_snapshot_section_info {
+    const char *name; /* "accounts", "transfers", ... (static) */
+    uint32_t record_size;
+    uint64_t record_count;
+    uint64_t offset;
+    uint64_t size;
+    sz_u128 checksum;
+} sz_snapshot_section_info_t;
+
+typedef struct sz_snapshot_info {
+    sz_snapshot_meta_t meta;
+    uint32_t version;
+    uint64_t file_size;
+    uint64_t ledger_op_count;
+    uint64_t pending_live;
+    uint32_t section_count;
+    sz_snapshot_section_info_t sections[SZ_SNAPSHOT_SECTIONS_MAX];
+} sz_snapshot_info_t;
+
+/* Reads and checks the header alone (magic, checksum, version, cluster, file size, section
+ * table), not the sections: errors as for load. cluster_id 0 accepts any cluster. */
+SZ_MUST_USE int sz_snapshot_info(int directory_fd, const char *name, sz_u128 cluster_id,
+                                 sz_snapshot_info_t *info_out,
+                                 sz_snapshot_problem_t *problem_out);
+
 /* The ops of the complete snapshots in the directory (by name; not verified), newest
  * first. Returns the count found (at most op_max are written) or a negative errno. */
 SZ_MUST_USE int sz_snapshot_list(int directory_fd, uint64_t *ops_out, uint32_t op_max);
 
 /* Removes every snapshot but the newest keep_count, and every *.tmp. Returns the count
- * removed or a negative errno. */
+ * removed or a negative errno. keep_count above 1024 keeps every snapshot (only *.tmp go).
+ * Never call it while a write into the same directory is under way (it removes *.tmp). */
 SZ_MUST_USE int sz_snapshot_prune(int directory_fd, uint32_t keep_count);
 
 #endif

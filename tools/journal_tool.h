@@ -1,6 +1,6 @@
 /* journal_tool.h: what the journal's commands (format, replay, inspect, bench journal)
  * share: opening a data directory's storage, turning journal errors into one clear line
- * and a sysexits code, and parsing numbers.
+ * and a sysexits code, parsing numbers and splitting paths.
  * Contract: header-only, static helpers; for tools/ only. */
 #ifndef SZ_JOURNAL_TOOL_H
 #define SZ_JOURNAL_TOOL_H
@@ -73,6 +73,25 @@ static inline bool journal_tool_u64(const char *text, uint64_t *value_out) {
     unsigned long long value = strtoull(text, &end, 0);
     if (errno != 0 || *end != '\0') return false;
     *value_out = value;
+    return true;
+}
+
+/* Splits PATH into its directory ("." when none) and its last name. false when the name
+ * does not fit. */
+static inline bool journal_tool_path_split(const char *path, char *directory, size_t directory_size,
+                                           char *name, size_t name_size) {
+    const char *slash = strrchr(path, '/');
+    const char *base = slash != NULL ? slash + 1 : path;
+    if (*base == '\0' || strlen(base) >= name_size) return false;
+    snprintf(name, name_size, "%s", base);
+    if (slash == NULL) {
+        snprintf(directory, directory_size, ".");
+    } else if (slash == path) {
+        snprintf(directory, directory_size, "/");
+    } else {
+        if ((size_t)(slash - path) >= directory_size) return false;
+        snprintf(directory, directory_size, "%.*s", (int)(slash - path), path);
+    }
     return true;
 }
 

@@ -1,17 +1,27 @@
-/* replay.c: `sumzero replay DIR`: rebuilds the state from the journal alone (disaster
- * recovery, audits, point-in-time views) and prints what it applied, the state digest and
- * the time taken; --verify also checks the ledger's invariants. */
+/* replay.c: `sumzero replay DIR`: rebuilds the state from the journal (disaster recovery,
+ * audits, point-in-time views) and prints what it applied, the state digest and the time
+ * taken; --verify also checks the ledger's invariants. --snapshot FILE starts from a
+ * snapshot (verified, loaded, then only the journal after its op, whose chain head must
+ * match), --write-snapshot FILE writes a snapshot of the state reached, and --archive DIR
+ * finds segments retention moved away (point-in-time recovery from op 1). */
+#include <fcntl.h>
 #include <getopt.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "journal/replay.h"
 #include "journal_tool.h"
+#include "snapshot/snapshot.h"
 
 typedef struct replay_arguments {
     sz_replay_options_t options;
     sz_ledger_config_t config;
     bool verify;
     const char *directory;
+    const char *snapshot_path;       /* NULL: from op 1 */
+    const char *write_snapshot_path; /* NULL: none */
+    const char *archive_directory;   /* NULL: none */
 } replay_arguments_t;
 
 static void replay_usage(FILE *stream) {
@@ -21,11 +31,18 @@ static void replay_usage(FILE *stream) {
             "  --until-op N         stop after op N\n"
             "  --until-timestamp T  stop before the first op stamped after T (ns)\n"
             "  --verify             check the ledger invariants; exit 65 on a violation\n"
+            "  --snapshot FILE      start from this snapshot: verify and load it, then replay\n"
+            "                       only the ops after its op (its chain head must match)\n"
+            "  --write-snapshot FILE  write a snapshot of the state reached (FILE, or a\n"
+            "                       directory to name it snapshot.<op> in)\n"
+            "  --archive DIR        also look for journal segments in DIR (where retention\n"
+            "                       moved them): replay from op 1 after retention\n"
             "  --accounts-max N     capacities (env SUMZERO_ACCOUNTS_MAX ...; defaults\n"
             "  --transfers-max N      1Mi accounts, 16Mi transfers, 1Mi pending, 1Mi history;\n"
             "  --pending-max N        memory is reserved, touched only as it fills)\n"
             "  --history-max N\n"
-            "exit: 0 ok, 64 usage, 65 corrupt journal or invariant violation, 66 not formatted,\n"
+            "exit: 0 ok, 64 usage, 65 corrupt journal or snapshot or invariant violation,\n"
+            "      66 not formatted or no such snapshot or segment,\n"
             "      74 I/O error, 78 a capacity too small\n");
 }
 
@@ -48,6 +65,9 @@ static int replay_parse(int argc, char **argv, replay_arguments_t *arguments) {
         {"transfers-max", required_argument, NULL, 'T'},
         {"pending-max", required_argument, NULL, 'p'},
         {"history-max", required_argument, NULL, 'H'},
+        {"snapshot", required_argument, NULL, 's'},
+        {"write-snapshot", required_argument, NULL, 'w'},
+        {"archive", required_argument, NULL, 'A'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -73,6 +93,9 @@ static int replay_parse(int argc, char **argv, replay_arguments_t *arguments) {
         case 'T': capacities[1] = optarg; break;
         case 'p': capacities[2] = optarg; break;
         case 'H': capacities[3] = optarg; break;
+        case 's': arguments->snapshot_path = optarg; break;
+        case 'w': arguments->write_snapshot_path = optarg; break;
+        case 'A': arguments->archive_directory = optarg; break;
         case 'h': replay_usage(stdout); return -1;
         default: replay_usage(stderr); return EX_USAGE;
         }
@@ -117,6 +140,148 @@ static void replay_print(const sz_ledger_t *ledger, const sz_replay_stats_t *sta
            seconds > 0 ? (double)stats->transfer_event_count / seconds : 0.0);
 }
 
+/* One line for a snapshot error; the exit code of its errno. */
+static int replay_snapshot_fail(const char *what, const char *path, int error,
+                                const sz_snapshot_problem_t *problem) {
+    fprintf(stderr, "sumzero replay: %s %s: offset %llu: %s%s%s%s\n", what, path,
+            (unsigned long long)problem->offset, problem->reason,
+            error == -EUCLEAN ? "" : " (", error == -EUCLEAN ? "" : strerror(-error),
+            error == -EUCLEAN ? "" : ")");
+    return journal_tool_exit_code(error);
+}
+
+/* Loads the snapshot at path into *ledger_out and points the replay after its op. */
+static int replay_snapshot_load(replay_arguments_t *arguments, sz_u128 cluster_id,
+                                sz_ledger_t **ledger_out) {
+    char directory[4096], name[SZ_SNAPSHOT_NAME_SIZE + 64];
+    if (!journal_tool_path_split(arguments->snapshot_path, directory, sizeof(directory), name,
+                                 sizeof(name))) {
+        fprintf(stderr, "sumzero replay: --snapshot %s: not a file path\n",
+                arguments->snapshot_path);
+        return EX_USAGE;
+    }
+    int directory_fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (directory_fd < 0) {
+        fprintf(stderr, "sumzero replay: --snapshot %s: %s\n", arguments->snapshot_path,
+                strerror(errno));
+        return EX_NOINPUT;
+    }
+    uint64_t start_ns = journal_tool_clock_ns();
+    sz_snapshot_loaded_t loaded;
+    sz_snapshot_problem_t problem;
+    int result = sz_snapshot_load(directory_fd, name, cluster_id, &arguments->config, &loaded,
+                                  &problem);
+    close(directory_fd);
+    if (result < 0) {
+        if (result == -ENOSPC) {
+            fprintf(stderr, "sumzero replay: a capacity is too small for this snapshot: raise "
+                            "the --*-max flag named below\n");
+        }
+        return replay_snapshot_fail("cannot load snapshot", arguments->snapshot_path, result,
+                                    &problem);
+    }
+    sz_snapshot_sessions_free(loaded.sessions, loaded.sessions_size);
+    const sz_replay_options_t *options = &arguments->options;
+    if ((options->until_op != 0 && options->until_op < loaded.meta.op) ||
+        (options->until_timestamp != 0 && options->until_timestamp < loaded.meta.timestamp)) {
+        fprintf(stderr, "sumzero replay: the snapshot is of op %llu, past the --until-* point: "
+                        "use an older snapshot or none\n", (unsigned long long)loaded.meta.op);
+        sz_ledger_deinit(loaded.ledger);
+        return EX_USAGE;
+    }
+    arguments->options.op_after = loaded.meta.op;
+    arguments->options.chain_head = loaded.meta.chain_head;
+    printf("replay: snapshot=%s op=%llu timestamp=%llu load_seconds=%.3f\n",
+           arguments->snapshot_path, (unsigned long long)loaded.meta.op,
+           (unsigned long long)loaded.meta.timestamp,
+           (double)(journal_tool_clock_ns() - start_ns) / 1e9);
+    *ledger_out = loaded.ledger;
+    return EX_OK;
+}
+
+/* Writes the snapshot of the state reached: into path if it is a directory, else as path. */
+static int replay_snapshot_write(const char *path, const sz_ledger_t *ledger,
+                                 const sz_snapshot_meta_t *meta) {
+    char directory[4096], name[SZ_SNAPSHOT_NAME_SIZE + 64], canonical[SZ_SNAPSHOT_NAME_SIZE];
+    struct stat status;
+    if (stat(path, &status) == 0 && S_ISDIR(status.st_mode)) {
+        snprintf(directory, sizeof(directory), "%s", path);
+        sz_snapshot_name(meta->op, name);
+    } else if (!journal_tool_path_split(path, directory, sizeof(directory), name, sizeof(name))) {
+        fprintf(stderr, "sumzero replay: --write-snapshot %s: not a file path\n", path);
+        return EX_USAGE;
+    }
+    sz_snapshot_name(meta->op, canonical);
+    int directory_fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (directory_fd < 0) {
+        fprintf(stderr, "sumzero replay: --write-snapshot %s: %s\n", directory, strerror(errno));
+        return EX_CANTCREAT;
+    }
+    uint64_t start_ns = journal_tool_clock_ns();
+    sz_snapshot_problem_t problem;
+    int result = sz_snapshot_write(directory_fd, ledger, meta, NULL, 0, &problem);
+    if (result == 0 && strcmp(name, canonical) != 0) {
+        if (renameat(directory_fd, canonical, directory_fd, name) != 0 || fsync(directory_fd) != 0) {
+            result = -errno;
+            snprintf(problem.reason, sizeof(problem.reason), "cannot rename %s to %s", canonical,
+                     name);
+            problem.offset = 0;
+        }
+    }
+    close(directory_fd);
+    if (result < 0) return replay_snapshot_fail("cannot write snapshot", path, result, &problem);
+    printf("replay: wrote snapshot %s/%s op=%llu seconds=%.3f\n", directory, name,
+           (unsigned long long)meta->op, (double)(journal_tool_clock_ns() - start_ns) / 1e9);
+    return EX_OK;
+}
+
+/* Opens DIR's storage (and the archive's) and reads the superblock. */
+static int replay_storage(const replay_arguments_t *arguments, sz_storage_t **storage_out,
+                          sz_storage_t **archive_out, sz_journal_superblock_t *superblock) {
+    int code = journal_tool_storage("replay", arguments->directory, storage_out);
+    if (code != EX_OK) return code;
+    sz_journal_problem_t problem;
+    int result = sz_journal_superblock_read(*storage_out, superblock, &problem);
+    if (result < 0) return journal_tool_fail("replay", arguments->directory, result, &problem);
+    if (arguments->archive_directory != NULL) {
+        code = journal_tool_storage("replay", arguments->archive_directory, archive_out);
+    }
+    return code;
+}
+
+static int replay_finish(const replay_arguments_t *arguments, const sz_ledger_t *ledger,
+                         const sz_replay_stats_t *stats, const sz_journal_superblock_t *superblock) {
+    int code = EX_OK;
+    if (arguments->verify) {
+        char message[256] = "";
+        if (sz_ledger_verify(ledger, message, sizeof(message)) != 0) {
+            fprintf(stderr, "sumzero replay: invariant violated after op %llu: %s\n",
+                    (unsigned long long)stats->op_last, message);
+            return EX_DATAERR;
+        }
+        printf("replay: verify=ok\n");
+    }
+    if (arguments->write_snapshot_path != NULL) {
+        sz_ledger_stats_t ledger_stats;
+        sz_ledger_stats(ledger, &ledger_stats);
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        bool applied = stats->op_count > 0;
+        sz_snapshot_meta_t meta = {
+            .cluster_id = superblock->cluster_id,
+            .op = applied ? stats->op_last : arguments->options.op_after,
+            .timestamp = ledger_stats.timestamp_last,
+            .chain_head = applied ? stats->chain_head
+                          : arguments->options.op_after > 0 ? arguments->options.chain_head
+                                                            : superblock->checksum,
+            .digest = sz_ledger_digest(ledger),
+            .created_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec,
+        };
+        code = replay_snapshot_write(arguments->write_snapshot_path, ledger, &meta);
+    }
+    return code;
+}
+
 int sz_command_replay(int argc, char **argv) {
     replay_arguments_t arguments = {
         .config = {.accounts_max = 1u << 20, .transfers_max = 1u << 24,
@@ -124,46 +289,40 @@ int sz_command_replay(int argc, char **argv) {
     };
     int parsed = replay_parse(argc, argv, &arguments);
     if (parsed != EX_OK) return parsed < 0 ? EX_OK : parsed;
+    sz_storage_t *storage = NULL, *archive = NULL;
     sz_ledger_t *ledger = NULL;
-    int result = sz_ledger_init(&arguments.config, &ledger);
-    if (result < 0) {
-        fprintf(stderr, "sumzero replay: cannot reserve the ledger's memory: %s; lower the "
-                        "capacities\n", strerror(-result));
-        return EX_OSERR;
+    sz_journal_superblock_t superblock;
+    int code = replay_storage(&arguments, &storage, &archive, &superblock);
+    if (code == EX_OK && arguments.snapshot_path != NULL) {
+        code = replay_snapshot_load(&arguments, superblock.cluster_id, &ledger);
+    } else if (code == EX_OK) {
+        int result = sz_ledger_init(&arguments.config, &ledger);
+        if (result < 0) {
+            fprintf(stderr, "sumzero replay: cannot reserve the ledger's memory: %s; lower the "
+                            "capacities\n", strerror(-result));
+            code = EX_OSERR;
+        }
     }
-    sz_storage_t *storage = NULL;
-    int code = journal_tool_storage("replay", arguments.directory, &storage);
-    if (code != EX_OK) {
-        sz_ledger_deinit(ledger);
-        return code;
-    }
+    if (code != EX_OK) goto done;
+    arguments.options.archive = archive;
     sz_replay_stats_t stats;
     sz_journal_problem_t problem;
     uint64_t start_ns = journal_tool_clock_ns();
-    result = sz_replay_run(storage, &arguments.options, ledger, &stats, &problem);
+    int result = sz_replay_run(storage, &arguments.options, ledger, &stats, &problem);
     uint64_t elapsed_ns = journal_tool_clock_ns() - start_ns;
-    sz_storage_deinit(storage);
     if (result < 0) {
         if (result == -ENOSPC) {
             fprintf(stderr, "sumzero replay: a capacity is too small for this journal: raise "
                             "the --*-max flag named below\n");
         }
         code = journal_tool_fail("replay", arguments.directory, result, &problem);
-        sz_ledger_deinit(ledger);
-        return code;
+        goto done;
     }
     replay_print(ledger, &stats, elapsed_ns);
-    code = EX_OK;
-    if (arguments.verify) {
-        char message[256] = "";
-        if (sz_ledger_verify(ledger, message, sizeof(message)) != 0) {
-            fprintf(stderr, "sumzero replay: invariant violated after op %llu: %s\n",
-                    (unsigned long long)stats.op_last, message);
-            code = EX_DATAERR;
-        } else {
-            printf("replay: verify=ok\n");
-        }
-    }
+    code = replay_finish(&arguments, ledger, &stats, &superblock);
+done:
     sz_ledger_deinit(ledger);
+    sz_storage_deinit(archive);
+    sz_storage_deinit(storage);
     return code;
 }
