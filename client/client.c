@@ -128,7 +128,7 @@ SAME(SUMZERO_OPERATION_GET_ACCOUNT_BALANCES, SZ_OPERATION_GET_ACCOUNT_BALANCES);
 #define SAME_STATUS(upper, lower, value) SAME(SUMZERO_STATUS_##upper, SZ_STATUS_##upper);
 SZ_STATUS_LIST(SAME_STATUS)
 #undef SAME_STATUS
-SAME(SUMZERO_STATUS_UNAVAILABLE + 1, SZ_STATUS_COUNT); /* a new status needs a public name */
+SAME(SUMZERO_STATUS_SUBSCRIPTION_INVALID + 1, SZ_STATUS_COUNT); /* a new status needs a public name */
 #define SAME_RESULT(upper, lower, value)                                                  \
     SAME(SUMZERO_CREATE_ACCOUNT_##upper, SZ_CREATE_ACCOUNT_##upper);
 SZ_CREATE_ACCOUNT_RESULTS(SAME_RESULT)

@@ -221,6 +221,11 @@ typedef enum sumzero_status {
     SUMZERO_STATUS_REQUEST_CONFLICT = 20,
     SUMZERO_STATUS_SHUTTING_DOWN = 21,    /* retried by the library */
     SUMZERO_STATUS_UNAVAILABLE = 22,      /* retried by the library */
+    /* Subscriptions only (docs/PROTOCOL.md); the library never subscribes. */
+    SUMZERO_STATUS_SUBSCRIBERS_FULL = 23,
+    SUMZERO_STATUS_OP_RETIRED = 24,
+    SUMZERO_STATUS_OP_AHEAD = 25,
+    SUMZERO_STATUS_SUBSCRIPTION_INVALID = 26,
 } sumzero_status_t;
 
 /* The error a call returns for a reply status other than OK, and back. Errnos stay

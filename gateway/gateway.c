@@ -332,11 +332,11 @@ static void conn_mark_dirty(sz_gateway_t *gateway, connection_t *conn) {
 
 /* ---- closing ---------------------------------------------------------------------- */
 
-static void conn_close(sz_gateway_t *gateway, connection_t *conn) {
+/* Frees the slot; the caller closed the socket or gave it away. */
+static void conn_release(sz_gateway_t *gateway, connection_t *conn) {
     SZ_ASSERT(conn->fd >= 0);
-    /* close() also removes the socket from the epoll set (we never dup it). */
-    close(conn->fd);
     conn->fd = -1;
+    conn->readable = false;
     conn->generation++;
     list_remove(gateway, conn);
     if (conn->filling != NULL) {
@@ -357,6 +357,13 @@ static void conn_close(sz_gateway_t *gateway, connection_t *conn) {
     gateway->free_connections[gateway->free_connection_count++] = conn->index;
     sz_metrics_set(&gateway->config.metrics->connections_open,
                    gateway->config.connections_max - gateway->free_connection_count);
+}
+
+static void conn_close(sz_gateway_t *gateway, connection_t *conn) {
+    SZ_ASSERT(conn->fd >= 0);
+    /* close() also removes the socket from the epoll set (we never dup it). */
+    close(conn->fd);
+    conn_release(gateway, conn);
 }
 
 /* A connection that reads no more closes once everything it holds is answered. */
@@ -580,6 +587,55 @@ static void gateway_push_requests(sz_gateway_t *gateway) {
     gateway->push_count = 0;
 }
 
+/* A checked subscribe request: the connection goes to the stream thread, which answers
+ * it. Only a connection with nothing else out and nothing read after the request can go
+ * (the stream thread never reads it); anything else is answered here and closed. */
+static void conn_subscribe(sz_gateway_t *gateway, connection_t *conn, sz_message_t *message) {
+    const sz_frame_header_t *request = sz_message_request_header(message);
+    sz_status_t status = SZ_STATUS_OK;
+    if (gateway->config.stream == NULL) {
+        status = SZ_STATUS_OPERATION_INVALID;
+    } else if (conn->held_count != 1 || conn->input_start != conn->input_end ||
+               conn->final_pending) {
+        status = SZ_STATUS_SUBSCRIPTION_INVALID;
+    }
+    if (status == SZ_STATUS_OK) {
+        sz_subscribe_request_t body;
+        memcpy(&body, message->request + SZ_FRAME_HEADER_SIZE, sizeof(body));
+        int fd = conn->fd;
+        /* Out of our epoll set before the stream thread adds it to its own. */
+        if (epoll_ctl(gateway->epoll_fd, EPOLL_CTL_DEL, fd, NULL) == 0) {
+            if (sz_stream_subscribe(gateway->config.stream, fd, request, &body) == 0) {
+                message_free(gateway, message, conn);
+                conn_release(gateway, conn);
+                return;
+            }
+            status = SZ_STATUS_SUBSCRIBERS_FULL;
+            struct epoll_event event = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                                        .data.u64 = token_make(KIND_CLIENT, conn->index,
+                                                               conn->generation)};
+            /* Back in, for the refusal; failing that, the refusal is lost with the close. */
+            if (epoll_ctl(gateway->epoll_fd, EPOLL_CTL_ADD, fd, &event) != 0) {
+                message_free(gateway, message, conn);
+                conn_close(gateway, conn);
+                return;
+            }
+            conn->writable = true;
+        } else {
+            status = SZ_STATUS_UNAVAILABLE;
+        }
+    }
+    if (status != SZ_STATUS_SUBSCRIBERS_FULL) {
+        metrics_count_request(gateway, request->operation, status);
+    }
+    reply_error_build(&conn->final_reply, request, status, gateway->config.cluster_id, true);
+    conn->final_pending = true;
+    conn->final_sent = 0;
+    message_free(gateway, message, conn);
+    conn_stop_reading(gateway, conn);
+    conn_mark_dirty(gateway, conn);
+}
+
 /* The decoder holds a whole frame in conn->filling: send it to the ledger, or answer it
  * here (bad body checksum, rate limited). */
 static void conn_frame_done(sz_gateway_t *gateway, connection_t *conn) {
@@ -594,6 +650,11 @@ static void conn_frame_done(sz_gateway_t *gateway, connection_t *conn) {
     conn->progress_ns = gateway->now_ns;
 
     sz_status_t status = conn->decoder.status;
+    if (status == SZ_STATUS_OK && request->operation == SZ_OPERATION_SUBSCRIBE) {
+        conn_subscribe(gateway, conn, message);
+        sz_decoder_next(&conn->decoder);
+        return;
+    }
     uint32_t event_count = sz_frame_event_count(request);
     if (status == SZ_STATUS_OK && !conn_rate_allow(gateway, conn, event_count)) {
         status = SZ_STATUS_RATE_LIMITED;

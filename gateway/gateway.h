@@ -39,6 +39,7 @@
 #include "metrics.h"
 #include "replica/message.h"
 #include "replica/ring.h"
+#include "stream.h"
 
 typedef struct sz_gateway_config {
     sz_u128 cluster_id;
@@ -54,6 +55,10 @@ typedef struct sz_gateway_config {
     sz_ring_t *requests;         /* pushed by the gateway */
     sz_ring_t *replies;          /* popped by the gateway */
     sz_metrics_t *metrics;       /* required */
+    /* Subscriptions: a connection whose subscribe request passed the checks is handed to
+     * the stream thread (stream.h) if it has nothing else out and sent nothing after it;
+     * else SUBSCRIPTION_INVALID and close. NULL: subscribe gets OPERATION_INVALID. */
+    struct sz_stream *stream;
 } sz_gateway_config_t;
 
 typedef struct sz_gateway sz_gateway_t;

@@ -200,6 +200,26 @@ static void render_ledger(render_t *render, const sz_metrics_t *metrics) {
     }
 }
 
+static void render_stream(render_t *render, const sz_metrics_t *metrics) {
+    render_family(render, "sumzero_subscriptions_total", "counter",
+                  "Subscribe requests answered, by reply status.");
+    for (uint32_t status = 0; status < SZ_STATUS_COUNT; status++) {
+        uint64_t count = load(&metrics->subscriptions[status]);
+        if (count == 0 && status != SZ_STATUS_OK) continue;
+        render_format(render, "sumzero_subscriptions_total{status=\"%s\"} %llu\n",
+                      sz_status_name(status), (unsigned long long)count);
+    }
+    render_value(render, "sumzero_subscribers", "Subscriptions streaming.", "gauge",
+                 load(&metrics->subscribers));
+    render_value(render, "sumzero_subscription_lag_ops",
+                 "The largest lag of a subscriber: ops committed and not yet sent to it.",
+                 "gauge", load(&metrics->subscription_lag_ops));
+    render_value(render, "sumzero_stream_entries_total", "Journal entries sent to subscribers.",
+                 "counter", load(&metrics->stream_entries));
+    render_value(render, "sumzero_stream_bytes_total", "Bytes of entries sent to subscribers.",
+                 "counter", load(&metrics->stream_bytes));
+}
+
 size_t sz_metrics_render(const sz_metrics_t *metrics, char *buffer, size_t buffer_size) {
     SZ_ASSERT(metrics != NULL);
     SZ_ASSERT(buffer != NULL || buffer_size == 0);
@@ -208,6 +228,7 @@ size_t sz_metrics_render(const sz_metrics_t *metrics, char *buffer, size_t buffe
     render_gateway(&render, metrics);
     render_results(&render, metrics);
     render_ledger(&render, metrics);
+    render_stream(&render, metrics);
     if (render.length >= buffer_size) return render.length + 1;
     return render.length;
 }

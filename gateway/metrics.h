@@ -65,6 +65,13 @@ typedef struct sz_metrics {
     sz_histogram_t snapshot_pause_us;      /* the ledger thread's time in fork() */
     sz_histogram_t snapshot_duration_us;   /* fork to the child's exit */
 
+    /* Stream thread (subscriptions, stream.h). */
+    _Atomic uint64_t subscribers;            /* gauge: subscriptions streaming */
+    _Atomic uint64_t subscription_lag_ops;   /* gauge: the largest op_committed - op sent */
+    _Atomic uint64_t subscriptions[SZ_STATUS_COUNT]; /* subscribe requests, by reply status */
+    _Atomic uint64_t stream_entries;         /* journal entries sent to subscribers */
+    _Atomic uint64_t stream_bytes;           /* their bytes */
+
     /* Read at scrape time by the gateway (set once at start). */
     const void *request_ring; /* const sz_ring_t *: occupancy gauge */
     const void *reply_ring;

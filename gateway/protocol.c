@@ -5,7 +5,7 @@
 #include <string.h>
 #include <xxhash.h>
 
-static_assert(SZ_STATUS_COUNT == SZ_STATUS_UNAVAILABLE + 1, "status count");
+static_assert(SZ_STATUS_COUNT == SZ_STATUS_SUBSCRIPTION_INVALID + 1, "status count");
 
 #define STATUS_NAME(upper, lower, value) [value] = #lower,
 static const char *const status_names[] = {SZ_STATUS_LIST(STATUS_NAME)};
@@ -35,6 +35,7 @@ uint32_t sz_operation_request_record_size(uint32_t operation) {
     case SZ_OPERATION_LOOKUP_TRANSFERS: return sizeof(sz_u128);
     case SZ_OPERATION_GET_ACCOUNT_TRANSFERS:
     case SZ_OPERATION_GET_ACCOUNT_BALANCES: return sizeof(sz_account_filter_t);
+    case SZ_OPERATION_SUBSCRIBE: return sizeof(sz_subscribe_request_t);
     default: return 0;
     }
 }
@@ -82,6 +83,8 @@ static sz_status_t request_check(const sz_frame_header_t *header) {
     }
     if (header->body_size % record_size != 0) return SZ_STATUS_BODY_SIZE_INVALID;
     if (header->body_size / record_size > SZ_BATCH_EVENTS_MAX) return SZ_STATUS_BODY_TOO_LARGE;
+    /* Filters and subscribe requests come one at a time. */
+    static_assert(sizeof(sz_subscribe_request_t) == sizeof(sz_account_filter_t), "one check");
     if (record_size == sizeof(sz_account_filter_t) && header->body_size != record_size) {
         return SZ_STATUS_BODY_SIZE_INVALID;
     }

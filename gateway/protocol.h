@@ -58,7 +58,11 @@ typedef enum sz_command {
     X(REQUEST_STALE, request_stale, 19)                                                  \
     X(REQUEST_CONFLICT, request_conflict, 20)                                            \
     X(SHUTTING_DOWN, shutting_down, 21)                                                  \
-    X(UNAVAILABLE, unavailable, 22)
+    X(UNAVAILABLE, unavailable, 22)                                                      \
+    X(SUBSCRIBERS_FULL, subscribers_full, 23)                                            \
+    X(OP_RETIRED, op_retired, 24)                                                        \
+    X(OP_AHEAD, op_ahead, 25)                                                            \
+    X(SUBSCRIPTION_INVALID, subscription_invalid, 26)
 
 typedef enum sz_status {
 #define SZ_STATUS_ENUM(upper, lower, value) SZ_STATUS_##upper = value,
@@ -66,7 +70,7 @@ typedef enum sz_status {
 #undef SZ_STATUS_ENUM
 } sz_status_t;
 
-#define SZ_STATUS_COUNT 23u
+#define SZ_STATUS_COUNT 27u
 
 /* The name of a status ("ok", "busy", ...), or NULL for a number that is not one. */
 const char *sz_status_name(uint32_t status);
@@ -111,6 +115,21 @@ static_assert(offsetof(sz_frame_header_t, operation) == 102, "frame header");
 static_assert(offsetof(sz_frame_header_t, status) == 104, "frame header");
 static_assert(offsetof(sz_frame_header_t, reserved) == 106, "frame header");
 
+/* Subscriptions (docs/PROTOCOL.md, "Subscriptions"): a request with this operation and
+ * exactly one sz_subscribe_request_t as its body turns the connection into a stream of
+ * committed journal entries from op_from on. Not a ledger operation: it never reaches
+ * the ledger thread or the journal. */
+#define SZ_OPERATION_SUBSCRIBE 16u
+
+typedef struct sz_subscribe_request {
+    uint64_t op_from; /* the first op wanted, >= 1 */
+    uint64_t flags;   /* 0; no flag is defined yet */
+    uint8_t reserved[48];
+} sz_subscribe_request_t;
+
+static_assert(sizeof(sz_subscribe_request_t) == 64, "subscribe request");
+static_assert(offsetof(sz_subscribe_request_t, flags) == 8, "subscribe request");
+
 /* Record sizes of a client operation's request body and of its OK reply body:
  * - create_accounts: sz_account_t (128) in; sz_create_result_t (8) out, only the events
  *   that were not ok, ascending by index.
@@ -119,6 +138,8 @@ static_assert(offsetof(sz_frame_header_t, reserved) == 106, "frame header");
  *   in request order, missing ids left out.
  * - get_account_transfers, get_account_balances: exactly one sz_account_filter_t (64) in;
  *   sz_transfer_t or sz_account_balance_t rows (128) out.
+ * - subscribe: exactly one sz_subscribe_request_t (64) in; no reply records (the reply
+ *   header, then the stream).
  * Returns 0 for an operation that is not a client operation. */
 uint32_t sz_operation_request_record_size(uint32_t operation);
 uint32_t sz_operation_reply_record_size(uint32_t operation);

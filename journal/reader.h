@@ -13,10 +13,17 @@
  * - next() returns 1 with *header_out and *body_out valid until the following call; 0 when
  *   the next entry is not there: op_limit reached (a server passes its committed op so an
  *   entry written but not yet committed is never shown), or the bytes at the read position
- *   are not (yet) a complete valid entry; calling again later reads on. A negative errno
+ *   are not (yet) a complete valid entry; calling again later reads on. An op_limit other
+ *   than UINT64_MAX also vouches that every op up to it is on disk, so an op at or below
+ *   it that is not a valid entry is damage; with UINT64_MAX (no limit known) damage is
+ *   recognised as recovery does: a later entry records that the missing op was durable
+ *   (zeros where an entry belongs read as the end). A negative errno
  *   is damage or I/O: -EUCLEAN with problem_out naming file, offset and op (for example
  *   a valid entry that does not chain to the one before, or a missing segment in the
- *   middle), -ENOENT when op_from is not in any segment found.
+ *   middle), -ENOENT when op_from is not in any segment found (open: retired segments;
+ *   problem_out->op is then the first op available, or 0 when no segment holds one). Entries below op_from are read
+ *   and checked but not handed out; op_from may be past the end (next() returns 0 until
+ *   it is written). Bodies are 128-byte aligned, as records are.
  * - close() accepts NULL. */
 #ifndef SZ_JOURNAL_READER_H
 #define SZ_JOURNAL_READER_H

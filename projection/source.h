@@ -14,6 +14,10 @@
  *   nothing arrived within timeout_ms (a server source that lost its connection
  *   reconnects by itself and resumes after the last entry it handed out), -ENODATA at the
  *   end of a journal source, or another negative errno (error_message says what).
+ * - sz_source_server_open() makes the first subscription itself and fails rather than
+ *   retrying: -ECONNREFUSED / -ETIMEDOUT (no server), -EPROTO (refused: another cluster,
+ *   op_from past the server's committed op), -ENOENT (op_from retired from its journal);
+ *   error_out says which. Later losses are retried inside next().
  * - close() accepts NULL. */
 #ifndef SZ_SOURCE_H
 #define SZ_SOURCE_H

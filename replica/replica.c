@@ -1854,6 +1854,10 @@ static bool replica_answer(sz_replica_t *replica) {
     if (progress && replica->metrics != NULL) {
         sz_metrics_set(&replica->metrics->op_committed, replica->op_committed);
     }
+    /* Subscriptions: publish the committed op (an atomic store, a wake only if asleep). */
+    if (progress && replica->config.committed != NULL) {
+        replica->config.committed(replica->op_committed, replica->config.context);
+    }
     return progress;
 }
 

@@ -102,6 +102,9 @@ typedef struct sz_replica_config {
     /* One logfmt line without its newline ("level=info msg=..."), on the thread that
      * opens or runs the replica; NULL to stay silent. */
     void (*log)(const char *line, void *context);
+    /* Subscriptions (helper stream): may be NULL; called on the ledger thread with the
+     * new op_committed once per pass that committed ops (not per op); must not block. */
+    void (*committed)(uint64_t op_committed, void *context);
 } sz_replica_config_t;
 
 typedef struct sz_replica_info {

@@ -34,6 +34,7 @@ typedef struct start_arguments {
     uint32_t clients_max;
     sz_replica_snapshots_t snapshots; /* its fds are opened by start_snapshots() */
     const char *archive_directory;
+    uint32_t subscribers_max; /* subscriptions (helper stream) */
 } start_arguments_t;
 
 /* The flags that take a number: name, environment variable, where it goes, its limits. */
@@ -60,6 +61,7 @@ enum {
     NUMBER_SNAPSHOT_EVERY_OPS,
     NUMBER_SNAPSHOT_EVERY_SECONDS,
     NUMBER_SNAPSHOT_KEEP,
+    NUMBER_SUBSCRIBERS_MAX, /* subscriptions (helper stream) */
     NUMBER_COUNT,
 };
 
@@ -83,6 +85,8 @@ static const start_number_t start_numbers[NUMBER_COUNT] = {
     [NUMBER_SNAPSHOT_EVERY_SECONDS] = {"snapshot-every-seconds", "SUMZERO_SNAPSHOT_EVERY_SECONDS",
                                        0, 1000000000, 1000000000},
     [NUMBER_SNAPSHOT_KEEP] = {"snapshot-keep", "SUMZERO_SNAPSHOT_KEEP", 1, 1000, 1},
+    [NUMBER_SUBSCRIBERS_MAX] = {"subscribers-max", "SUMZERO_SUBSCRIBERS_MAX", 1,
+                                SZ_STREAM_SUBSCRIBERS_MAX, 1},
 };
 
 static void start_usage(FILE *stream) {
@@ -118,6 +122,8 @@ static void start_usage(FILE *stream) {
             "                           SUMZERO_EVENTS_PER_SECOND; default 0)\n"
             "  --idle-timeout-ms N      close connections idle this long (env\n"
             "                           SUMZERO_IDLE_TIMEOUT_MS; default 300000)\n"
+            "  --subscribers-max N      subscriptions to the committed stream at once (env\n"
+            "                           SUMZERO_SUBSCRIBERS_MAX; default 16)\n"
             "  --snapshot-every-seconds T  snapshot when T seconds passed since the last one\n"
             "                           and an op was applied since, 0 for never (env\n"
             "                           SUMZERO_SNAPSHOT_EVERY_SECONDS; default 60)\n"
@@ -152,6 +158,7 @@ static int start_number_set(start_arguments_t *arguments, uint32_t number, uint6
     case NUMBER_SNAPSHOT_EVERY_OPS: arguments->snapshots.every_ops = value; break;
     case NUMBER_SNAPSHOT_EVERY_SECONDS: arguments->snapshots.every_ns = value; break;
     case NUMBER_SNAPSHOT_KEEP: arguments->snapshots.keep_count = (uint32_t)value; break;
+    case NUMBER_SUBSCRIBERS_MAX: arguments->subscribers_max = (uint32_t)value; break;
     default: SZ_ASSERT(false);
     }
     return EX_OK;
@@ -420,11 +427,39 @@ typedef struct start_server {
     sz_replica_t *replica;
     sz_gateway_t *gateway;
     int replica_result;
+    sz_stream_t *stream; /* subscriptions (helper stream) */
 } start_server_t;
 
 static void start_on_replies(void *context) {
     start_server_t *server = context;
     sz_gateway_wake(server->gateway);
+}
+
+/* Subscriptions (helper stream): the ledger thread publishes its committed op. */
+static void start_on_committed(uint64_t op_committed, void *context) {
+    start_server_t *server = context;
+    if (server->stream != NULL) sz_stream_publish(server->stream, op_committed);
+}
+
+static void *start_stream_thread(void *context) {
+    start_server_t *server = context;
+    int result = sz_stream_run(server->stream);
+    if (result < 0) {
+        fprintf(stderr, "level=error msg=stream_stopped error=\"%s\"\n", strerror(-result));
+    }
+    return NULL;
+}
+
+static int start_stream(const start_arguments_t *arguments, start_server_t *server) {
+    sz_replica_info_t info;
+    sz_replica_info(server->replica, &info);
+    sz_stream_config_t config = {.cluster_id = info.cluster_id, .directory = arguments->directory,
+                                 .subscribers_max = arguments->subscribers_max,
+                                 .op_committed = info.op_committed, .metrics = &server->metrics};
+    char error[256] = "";
+    int result = sz_stream_open(&config, &server->stream, error, sizeof(error));
+    if (result < 0) fprintf(stderr, "sumzero start: %s\n", error);
+    return result < 0 ? EX_OSERR : EX_OK;
 }
 
 static void *start_ledger_thread(void *context) {
@@ -499,6 +534,7 @@ static int start_replica(const start_arguments_t *arguments, sz_storage_t *stora
         .requests = &server->requests,
         .replies = &server->replies,
         .replies_pushed = start_on_replies,
+        .committed = start_on_committed,
         .context = server,
         .metrics = &server->metrics,
         .snapshots = arguments->snapshots,
@@ -522,6 +558,7 @@ static int start_gateway(const start_arguments_t *arguments, start_server_t *ser
     config.requests = &server->requests;
     config.replies = &server->replies;
     config.metrics = &server->metrics;
+    config.stream = server->stream;
     char error[256] = "";
     int result = sz_gateway_open(&config, &server->gateway, error, sizeof(error));
     if (result < 0) {
@@ -548,9 +585,19 @@ static int start_serve(start_server_t *server) {
         fprintf(stderr, "sumzero start: cannot start the ledger thread: %s\n", strerror(result));
         return EX_OSERR;
     }
+    pthread_t stream_thread;
+    result = pthread_create(&stream_thread, NULL, start_stream_thread, server);
+    if (result != 0) {
+        fprintf(stderr, "sumzero start: cannot start the stream thread: %s\n", strerror(result));
+        sz_gateway_stop(server->gateway);
+    }
     int gateway_result = sz_gateway_run(server->gateway);
     sz_replica_stop(server->replica);
     pthread_join(ledger_thread, NULL);
+    if (result == 0) {
+        sz_stream_stop(server->stream);
+        pthread_join(stream_thread, NULL);
+    }
     if (gateway_result < 0) {
         fprintf(stderr, "level=fatal msg=gateway_stopped error=\"%s\"\n", strerror(-gateway_result));
         return EX_OSERR;
@@ -606,6 +653,8 @@ int sz_command_start(int argc, char **argv) {
     server->metrics.reply_ring = &server->replies;
     code = start_replica(&arguments, storage, server);
     if (code != EX_OK) goto done;
+    code = start_stream(&arguments, server);
+    if (code != EX_OK) goto done;
     code = start_gateway(&arguments, server);
     if (code != EX_OK) goto done;
     start_signal_gateway = server->gateway;
@@ -624,6 +673,7 @@ done:
     if (arguments.snapshots.data_directory_fd >= 0) close(arguments.snapshots.data_directory_fd);
     if (arguments.snapshots.archive_fd >= 0) close(arguments.snapshots.archive_fd);
     sz_gateway_close(server->gateway);
+    sz_stream_close(server->stream);
     sz_replica_close(server->replica);
     sz_ring_deinit(&server->requests);
     sz_ring_deinit(&server->replies);

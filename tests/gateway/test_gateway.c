@@ -271,6 +271,19 @@ Test(gateway, every_bad_header_gets_its_status_then_a_close_while_others_are_ser
     stop();
 }
 
+Test(gateway, a_subscribe_without_a_stream_thread_is_refused_and_closed_while_others_are_served) {
+    uint16_t port = start((sz_gateway_config_t){0});
+    int bystander = test_connect(port, 0);
+    cr_assert_geq(bystander, 0);
+    uint32_t request_number = 0;
+    bystander_served(bystander, &request_number);
+    test_frame_build(frame, SZ_OPERATION_SUBSCRIBE, 1, 31, 7, 2);
+    expect_error(port, frame, frame_size(), SZ_STATUS_OPERATION_INVALID, true, true);
+    bystander_served(bystander, &request_number);
+    close(bystander);
+    stop();
+}
+
 Test(gateway, a_bad_body_checksum_gets_its_status_and_the_connection_stays) {
     uint16_t port = start((sz_gateway_config_t){0});
     fresh(SZ_OPERATION_CREATE_TRANSFERS, 3);

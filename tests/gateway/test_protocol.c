@@ -56,8 +56,33 @@ Test(protocol, every_status_has_a_name_and_numbers_past_the_last_have_none) {
     cr_assert_str_eq(sz_status_name(SZ_STATUS_OK), "ok");
     cr_assert_str_eq(sz_status_name(SZ_STATUS_RATE_LIMITED), "rate_limited");
     cr_assert_str_eq(sz_status_name(SZ_STATUS_UNAVAILABLE), "unavailable");
+    cr_assert_str_eq(sz_status_name(SZ_STATUS_SUBSCRIBERS_FULL), "subscribers_full");
+    cr_assert_str_eq(sz_status_name(SZ_STATUS_OP_RETIRED), "op_retired");
+    cr_assert_str_eq(sz_status_name(SZ_STATUS_OP_AHEAD), "op_ahead");
+    cr_assert_str_eq(sz_status_name(SZ_STATUS_SUBSCRIPTION_INVALID), "subscription_invalid");
+    cr_assert_eq(SZ_STATUS_SUBSCRIPTION_INVALID, 26, "status numbers are stable");
     cr_assert_null(sz_status_name(SZ_STATUS_COUNT));
     cr_assert_null(sz_status_name(UINT32_MAX));
+}
+
+Test(protocol, a_subscribe_request_is_exactly_one_64_byte_record) {
+    cr_assert_eq(sz_operation_request_record_size(SZ_OPERATION_SUBSCRIBE), 64);
+    cr_assert_eq(sz_operation_reply_record_size(SZ_OPERATION_SUBSCRIBE), 0);
+    cr_assert(!sz_operation_is_write(SZ_OPERATION_SUBSCRIBE));
+    static uint8_t frame[128 + 128];
+    memset(frame, 0, sizeof(frame));
+    sz_subscribe_request_t body = {.op_from = 7};
+    memcpy(frame + 128, &body, sizeof(body));
+    for (uint32_t body_size = 0; body_size <= 128; body_size += 32) {
+        sz_frame_header_t header = {.cluster_id = TEST_CLUSTER_ID, .client_id = 9,
+                                    .request_number = 1, .body_size = body_size,
+                                    .command = SZ_COMMAND_REQUEST,
+                                    .operation = SZ_OPERATION_SUBSCRIBE};
+        sz_frame_header_seal(&header, frame + 128);
+        sz_status_t expected = body_size == 64 ? SZ_STATUS_OK : SZ_STATUS_BODY_SIZE_INVALID;
+        cr_assert_eq(check(&header), expected, "body of %u bytes", body_size);
+        if (body_size == 64) cr_assert_eq(sz_frame_body_check(&header, frame + 128), SZ_STATUS_OK);
+    }
 }
 
 Test(protocol, a_sealed_request_passes_both_checks_for_every_operation) {
