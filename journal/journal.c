@@ -183,8 +183,17 @@ int sz_journal_format(sz_storage_t *storage, const sz_journal_format_options_t *
     memcpy(block, &superblock, sizeof(superblock));
     memcpy(block + SZ_STORAGE_SECTOR_SIZE, &superblock, sizeof(superblock));
     int file = -1;
+    /* Formatted already: touch nothing (retention may have removed segment 0 on purpose). */
+    int result = sz_storage_file_open(storage, SZ_JOURNAL_SUPERBLOCK_NAME,
+                                      SZ_STORAGE_OPEN_READ_ONLY, 0, &file);
+    if (result == 0) {
+        sz_storage_file_close(storage, file);
+        result = -EEXIST;
+        goto done;
+    }
+    if (result != -ENOENT) goto done;
     /* The segment first: a superblock is the mark of a complete format. */
-    int result = segment_create(storage, 0, segment_size);
+    result = segment_create(storage, 0, segment_size);
     if (result < 0) goto done;
     result = sz_storage_file_open(storage, SZ_JOURNAL_SUPERBLOCK_NAME, SZ_STORAGE_OPEN_CREATE,
                                   2 * SZ_STORAGE_SECTOR_SIZE, &file);

@@ -252,6 +252,7 @@ struct sz_replica {
     pid_t snapshot_child;         /* 0: none running */
     int snapshot_pipe;            /* the child's report; -1 */
     uint64_t snapshot_child_op;
+    uint64_t snapshot_op_needed; /* config.snapshots.op_needed() just before the fork */
     uint64_t snapshot_started_ns;
     uint64_t snapshot_pause_ns;
     uint64_t snapshot_reap_next_ns;
@@ -878,7 +879,10 @@ static int snapshot_child_retention(const sz_replica_t *replica, snapshot_report
     sz_journal_problem_t problem;
     memset(&problem, 0, sizeof(problem));
     int archive_fd = config->retention == SZ_REPLICA_RETENTION_ARCHIVE ? config->archive_fd : -1;
-    int retired = sz_journal_retire(config->data_directory_fd, archive_fd, ops[kept - 1] + 1,
+    /* Subscribers reading behind the oldest snapshot keep their segments too. */
+    uint64_t op_keep_from = ops[kept - 1] + 1;
+    if (replica->snapshot_op_needed < op_keep_from) op_keep_from = replica->snapshot_op_needed;
+    int retired = sz_journal_retire(config->data_directory_fd, archive_fd, op_keep_from,
                                     &problem);
     if (retired < 0) {
         static_assert(sizeof(report->problem.reason) == sizeof(problem.reason), "reasons");
@@ -955,6 +959,10 @@ static void replica_snapshot_start(sz_replica_t *replica, uint64_t now_ns) {
         return;
     }
     pid_t parent = getpid();
+    const sz_replica_snapshots_t *snapshots = &replica->config.snapshots;
+    replica->snapshot_op_needed = snapshots->op_needed == NULL
+                                      ? UINT64_MAX
+                                      : snapshots->op_needed(snapshots->op_needed_context);
     uint64_t before_ns = monotonic_ns();
     pid_t child = _Fork();
     uint64_t after_ns = monotonic_ns();

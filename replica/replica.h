@@ -82,6 +82,11 @@ typedef struct sz_replica_snapshots {
     sz_replica_retention_t retention; /* applied by the child after each snapshot */
     int data_directory_fd; /* retention: the data directory, whose segments it retires */
     int archive_fd;        /* SZ_REPLICA_RETENTION_ARCHIVE: where they go */
+    /* May be NULL. Any thread: the oldest op a reader other than recovery still needs
+     * (the stream thread's subscribers), UINT64_MAX for none. Read just before each fork;
+     * retention keeps the segment holding it. */
+    uint64_t (*op_needed)(void *context);
+    void *op_needed_context;
 } sz_replica_snapshots_t;
 
 typedef struct sz_replica_config {

@@ -441,6 +441,12 @@ static void start_on_committed(uint64_t op_committed, void *context) {
     if (server->stream != NULL) sz_stream_publish(server->stream, op_committed);
 }
 
+/* Journal retention keeps what subscribers still read. */
+static uint64_t start_op_needed(void *context) {
+    start_server_t *server = context;
+    return server->stream != NULL ? sz_stream_op_needed(server->stream) : UINT64_MAX;
+}
+
 static void *start_stream_thread(void *context) {
     start_server_t *server = context;
     int result = sz_stream_run(server->stream);
@@ -454,6 +460,7 @@ static int start_stream(const start_arguments_t *arguments, start_server_t *serv
     sz_replica_info_t info;
     sz_replica_info(server->replica, &info);
     sz_stream_config_t config = {.cluster_id = info.cluster_id, .directory = arguments->directory,
+                                 .archive_directory = arguments->archive_directory,
                                  .subscribers_max = arguments->subscribers_max,
                                  .op_committed = info.op_committed, .metrics = &server->metrics};
     char error[256] = "";
@@ -540,6 +547,8 @@ static int start_replica(const start_arguments_t *arguments, sz_storage_t *stora
         .snapshots = arguments->snapshots,
         .log = start_log,
     };
+    config.snapshots.op_needed = start_op_needed;
+    config.snapshots.op_needed_context = server;
     sz_journal_problem_t problem = {0};
     uint64_t started_ns = journal_tool_clock_ns();
     int result = sz_replica_open(&config, &server->replica, &problem);
