@@ -147,6 +147,29 @@ static void render_gateway(render_t *render, const sz_metrics_t *metrics) {
                      &metrics->request_latency_us, true);
 }
 
+static void render_snapshots(render_t *render, const sz_metrics_t *metrics) {
+    render_value(render, "sumzero_snapshots_written_total", "Snapshots written.", "counter",
+                 load(&metrics->snapshots_written));
+    render_value(render, "sumzero_snapshots_failed_total",
+                 "Snapshots that failed (the log says why).", "counter",
+                 load(&metrics->snapshots_failed));
+    render_value(render, "sumzero_snapshot_op", "Op of the newest snapshot written.", "gauge",
+                 load(&metrics->snapshot_op));
+    render_value(render, "sumzero_snapshot_size_bytes", "Size of the newest snapshot written.",
+                 "gauge", load(&metrics->snapshot_size_bytes));
+    render_family(render, "sumzero_snapshot_pause_seconds_max", "gauge",
+                  "The ledger thread's longest pause to take a snapshot (fork).");
+    render_format(render, "sumzero_snapshot_pause_seconds_max ");
+    render_seconds(render, load(&metrics->snapshot_pause_us_max));
+    render_format(render, "\n");
+    render_histogram(render, "sumzero_snapshot_pause_seconds",
+                     "The ledger thread's pause to take a snapshot (fork).",
+                     &metrics->snapshot_pause_us, true);
+    render_histogram(render, "sumzero_snapshot_duration_seconds",
+                     "From the fork to the snapshot durable, pruned and retention applied.",
+                     &metrics->snapshot_duration_us, true);
+}
+
 static void render_ledger(render_t *render, const sz_metrics_t *metrics) {
     render_value(render, "sumzero_op_last", "Last op sequenced.", "gauge",
                  load(&metrics->op_last));
@@ -164,6 +187,7 @@ static void render_ledger(render_t *render, const sz_metrics_t *metrics) {
                      true);
     render_histogram(render, "sumzero_commit_ops", "Ops per group commit.", &metrics->commit_ops,
                      false);
+    render_snapshots(render, metrics);
     if (metrics->request_ring != NULL) {
         render_value(render, "sumzero_request_ring_occupancy",
                      "Requests waiting for the ledger thread.", "gauge",

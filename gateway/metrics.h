@@ -56,6 +56,14 @@ typedef struct sz_metrics {
     sz_histogram_t commit_latency_us;    /* append to applied, per op */
     sz_histogram_t fdatasync_latency_us; /* write + fdatasync of one group commit */
     sz_histogram_t commit_ops;           /* ops per group commit */
+    /* Ledger thread: snapshots (replica.c forks a child that writes each one). */
+    _Atomic uint64_t snapshots_written;
+    _Atomic uint64_t snapshots_failed;
+    _Atomic uint64_t snapshot_op;          /* gauge: op of the newest snapshot written */
+    _Atomic uint64_t snapshot_size_bytes;  /* gauge: its size */
+    _Atomic uint64_t snapshot_pause_us_max; /* gauge: the longest fork() so far */
+    sz_histogram_t snapshot_pause_us;      /* the ledger thread's time in fork() */
+    sz_histogram_t snapshot_duration_us;   /* fork to the child's exit */
 
     /* Stream thread (subscriptions, stream.h). */
     _Atomic uint64_t subscribers;            /* gauge: subscriptions streaming */

@@ -1,7 +1,9 @@
 /* replica.c: the ledger thread of DESIGN.md, a cluster of one. It takes checked requests
  * from the request ring, gives each write an op number and a timestamp, journals it by
  * group commit, applies it once it is durable, and pushes every reply back in the order
- * the requests were popped.
+ * the requests were popped. Between two applied ops it forks a child that writes a
+ * snapshot; at open it recovers from the newest valid snapshot and the journal after it
+ * (sections "Snapshots: taking them" and "Recovery from snapshots").
  *
  * Design notes
  * - One FIFO of slots, in pop order, with four cursors (all u64, never wrapping):
@@ -29,7 +31,8 @@
  *   how many still in flight) and the reply of the newest write applied (op, T and the
  *   non-ok results). An exact retry waits in the FIFO behind the original and is answered
  *   from the cache at its turn; entries referenced by slots are pinned so LRU eviction
- *   never takes them. Rebuilt at open from the journal. Result copies are allocated on
+ *   never takes them. Rebuilt at open from a snapshot's sessions section and the journal
+ *   after it (or the whole journal). Result copies are allocated on
  *   demand, bounded in total by CACHE_RESULTS_SIZE_MAX.
  * - Waiting: with journal writes in flight the loop polls the journal without blocking
  *   between ring checks (a write completes in about 0.4 ms, a futex wake-up costs 22 us),
@@ -82,15 +85,28 @@
  *   [returned 0] --sz_replica_run--> [running]
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "replica.h"
+#include "journal/retention.h"
+#include "snapshot/snapshot.h"
 
 #define CLIENTS_DEFAULT 1024u
 /* Each entry costs ~100 bytes plus its results; a million clients is far past a server's
@@ -114,6 +130,21 @@
 #define IDLE_SLEEP_EXPIRY_NS_MAX 1000000000ull
 #define REPLY_WAIT_NS 1000000ull
 #define NS_PER_US 1000ull
+#define NS_PER_MS 1000000ull
+/* A running snapshot child is looked at (waitpid) at most this often while busy, and the
+ * idle loop sleeps at most SNAPSHOT_REAP_IDLE_NS while one runs. */
+#define SNAPSHOT_REAP_INTERVAL_NS 1000000ull
+#define SNAPSHOT_REAP_IDLE_NS 10000000ull
+#define SNAPSHOT_KEEP_DEFAULT 3u
+/* The child's nice value: a tenth of a full-weight thread's share under contention. */
+#define SNAPSHOT_CHILD_NICE 10
+/* Pruning keeps at most this many: the child lists them on its stack. */
+#define SNAPSHOT_KEEP_MAX 1000u
+/* Snapshots looked at by recovery, newest first: pruning keeps far fewer. */
+#define SNAPSHOT_LIST_MAX 256u
+/* Messages marked MADV_DONTFORK, remembered so each is marked once: at least twice the
+ * request ring's largest capacity (ring.h), so the set never fills. */
+#define DONTFORK_SET_SIZE 4096u
 
 typedef enum slot_kind {
     SLOT_NEW = 0,     /* popped, not yet sequenced */
@@ -129,6 +160,7 @@ typedef struct replica_slot {
     uint64_t op;           /* journaled slots */
     uint64_t timestamp;    /* T */
     uint64_t appended_ns;  /* CLOCK_MONOTONIC, for commit latency */
+    sz_u128 chain_head;    /* journaled slots: checksum_header of the op's entry */
     uint32_t kind;
     uint32_t status;       /* SLOT_REFUSED */
     uint32_t event_count;
@@ -144,6 +176,7 @@ typedef struct cache_entry {
     uint32_t pin_count; /* slots that will read this entry */
     /* The reply of the newest write applied. */
     bool reply_valid;
+    sz_u128 reply_checksum_body; /* its request's, for a snapshot's sessions */
     uint32_t reply_request_number;
     uint64_t reply_op;
     uint64_t reply_timestamp;
@@ -206,6 +239,25 @@ struct sz_replica {
     /* Recovery: the ledger's refusal, kept apart from the journal's own problem. */
     int recover_error;
     sz_journal_problem_t recover_problem;
+    uint64_t op_count_replayed;
+
+    /* Snapshots (see "Snapshots: taking them" below). chain_head_* is the
+     * checksum_header of op_last's and op_committed's entries (genesis for op 0). */
+    bool snapshots_on;
+    sz_u128 chain_head_committed;
+    uint64_t snapshot_op_recovered;
+    uint64_t snapshot_load_ns;
+    uint64_t snapshot_op_last;    /* newest written or recovered from */
+    uint64_t snapshot_taken_ns;   /* monotonic: the last fork, or the open */
+    pid_t snapshot_child;         /* 0: none running */
+    int snapshot_pipe;            /* the child's report; -1 */
+    uint64_t snapshot_child_op;
+    uint64_t snapshot_op_needed; /* config.snapshots.op_needed() just before the fork */
+    uint64_t snapshot_started_ns;
+    uint64_t snapshot_pause_ns;
+    uint64_t snapshot_reap_next_ns;
+    _Atomic uint32_t snapshot_requested;
+    void **dontfork_set;          /* DONTFORK_SET_SIZE message pointers, NULL = empty */
 };
 
 /* ---------------------------------------------------------------------------------------
@@ -264,6 +316,38 @@ static void reply_seal(sz_message_t *message, sz_status_t status, uint64_t op, u
     reply->body_size = body_size;
     sz_frame_header_seal(reply, message_reply_body(message));
     message->reply_size = SZ_FRAME_HEADER_SIZE + body_size;
+}
+
+/* The chain head of the op just appended: the journal's checksum_last. A snapshot at op
+ * N records N's; the slot keeps it until N is applied. */
+static sz_u128 replica_chain_head(const sz_replica_t *replica) {
+    sz_journal_info_t info;
+    sz_journal_info(replica->journal, &info);
+    SZ_ASSERT(info.op_last == replica->op_last);
+    return info.checksum_last;
+}
+
+/* Messages are the gateway's (a pool of 2 MiB each): a snapshot child never reads them,
+ * so each is marked MADV_DONTFORK the first time the ledger thread sees it. fork() then
+ * copies fewer page tables (a shorter pause) and the gateway takes no copy-on-write
+ * faults writing them while a child runs. Only the pages wholly inside the message. */
+static void replica_dontfork_mark(sz_replica_t *replica, void *message) {
+    uint64_t mask = DONTFORK_SET_SIZE - 1;
+    uint64_t position = XXH3_64bits(&message, sizeof(message)) & mask;
+    for (uint64_t probe = 0; probe < DONTFORK_SET_SIZE; probe++) {
+        void **cell = &replica->dontfork_set[position];
+        if (*cell == message) return;
+        if (*cell == NULL) {
+            *cell = message;
+            uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+            uint64_t start = ((uint64_t)message + page - 1) / page * page;
+            uint64_t end = ((uint64_t)message + sizeof(sz_message_t)) / page * page;
+            /* Best effort: a refusal only costs fork time. */
+            if (end > start) (void)madvise((void *)start, end - start, MADV_DONTFORK);
+            return;
+        }
+        position = (position + 1) & mask;
+    }
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -406,8 +490,8 @@ static uint32_t cache_claim(replica_cache_t *cache, sz_u128 client_id) {
 /* Records the reply of an applied write. Only non-ok results are kept; growing a copy is
  * the only allocation here, and only for a batch with more failures than before. */
 static void cache_reply_store(replica_cache_t *cache, uint32_t index, uint32_t request_number,
-                              uint64_t op, uint64_t timestamp, const sz_create_result_t *results,
-                              uint32_t result_count) {
+                              sz_u128 checksum_body, uint64_t op, uint64_t timestamp,
+                              const sz_create_result_t *results, uint32_t result_count) {
     cache_entry_t *entry = &cache->entries[index];
     SZ_ASSERT(result_count <= SZ_BATCH_EVENTS_MAX);
     entry->reply_valid = false;
@@ -426,6 +510,7 @@ static void cache_reply_store(replica_cache_t *cache, uint32_t index, uint32_t r
     if (result_count > 0) memcpy(entry->results, results, result_count * sizeof(*results));
     entry->result_count = result_count;
     entry->reply_request_number = request_number;
+    entry->reply_checksum_body = checksum_body;
     entry->reply_op = op;
     entry->reply_timestamp = timestamp;
     entry->reply_valid = true;
@@ -477,6 +562,7 @@ static uint32_t capacity_value(const sz_ledger_config_t *config, sz_batch_status
 static int replica_recover_entry(const sz_journal_header_t *header, const void *body,
                                  const sz_journal_position_t *position, void *context) {
     sz_replica_t *replica = context;
+    /* After a snapshot the journal delivers only the ops after its op (op_after). */
     SZ_ASSERT(header->op == replica->op_committed + 1);
     uint32_t result_count = 0;
     uint32_t expired_count = 0;
@@ -509,6 +595,7 @@ static int replica_recover_entry(const sz_journal_header_t *header, const void *
         return replica->recover_error;
     }
     replica->op_committed = header->op;
+    replica->op_count_replayed++;
     uint64_t span = header->event_count > 0 ? header->event_count : 1;
     replica->timestamp_last = header->timestamp + span - 1;
     if (header->client_id != 0 && header->operation != SZ_OPERATION_EXPIRE_PENDING) {
@@ -521,8 +608,8 @@ static int replica_recover_entry(const sz_journal_header_t *header, const void *
         cache_entry_t *entry = &cache->entries[index];
         entry->request_number = header->request_number;
         entry->checksum_body = header->checksum_body;
-        cache_reply_store(cache, index, header->request_number, header->op, header->timestamp,
-                          replica->scratch_results, result_count);
+        cache_reply_store(cache, index, header->request_number, header->checksum_body, header->op,
+                          header->timestamp, replica->scratch_results, result_count);
     }
     return 0;
 }
@@ -548,6 +635,714 @@ static void replica_on_written(const sz_journal_write_report_t *report, void *co
 }
 
 /* ---------------------------------------------------------------------------------------
+ * Logging: one logfmt line through config.log (start.c writes it to stderr). */
+
+__attribute__((format(printf, 2, 3))) static void replica_log(const sz_replica_t *replica,
+                                                              const char *format, ...) {
+    if (replica->config.log == NULL) return;
+    char line[768];
+    va_list arguments;
+    va_start(arguments, format);
+    (void)vsnprintf(line, sizeof(line), format, arguments);
+    va_end(arguments);
+    replica->config.log(line, replica->config.context);
+}
+
+/* A reason for a logfmt value in quotes: quotes and newlines become spaces. */
+static const char *log_quoted(char *text) {
+    for (char *cursor = text; *cursor != '\0'; cursor++) {
+        if (*cursor == '"' || *cursor == '\n' || *cursor == '\\') *cursor = ' ';
+    }
+    return text;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Sessions: the reply cache in a snapshot's opaque section, as of op_committed: for every
+ * client whose last applied write has its reply cached, that reply (op, T, non-ok
+ * results) and its request's identity (number, body checksum). Least recently used
+ * first, so restoring in order rebuilds the LRU order. Little-endian host layout; the
+ * section is checksummed by the snapshot file, and still checked field by field at load
+ * (a bad one makes the snapshot invalid, never an assertion). */
+
+#define SESSIONS_MAGIC 0x53455353u /* "SSES" */
+#define SESSIONS_VERSION 1u
+
+typedef struct sessions_header {
+    uint32_t magic;
+    uint32_t version;
+    uint32_t entry_count;
+    uint32_t reserved;
+} sessions_header_t;
+
+typedef struct sessions_entry {
+    sz_u128 client_id;
+    sz_u128 checksum_body;
+    uint64_t reply_op;
+    uint64_t reply_timestamp;
+    uint32_t request_number;
+    uint32_t result_count; /* sz_create_result_t records follow the entry */
+    uint64_t reserved;
+} sessions_entry_t;
+
+static_assert(sizeof(sessions_header_t) == 16, "sessions header");
+static_assert(sizeof(sessions_entry_t) == 64, "sessions entry");
+static_assert(sizeof(sz_create_result_t) == 8, "sessions results");
+
+/* Runs in the snapshot child: reads the cache only, allocates nothing. */
+static size_t sessions_size(const replica_cache_t *cache) {
+    size_t size = sizeof(sessions_header_t);
+    for (uint32_t index = 0; index < cache->entry_count; index++) {
+        const cache_entry_t *entry = &cache->entries[index];
+        if (!entry->reply_valid) continue;
+        size += sizeof(sessions_entry_t) + entry->result_count * sizeof(sz_create_result_t);
+    }
+    return size;
+}
+
+/* Runs in the snapshot child. out has sessions_size() bytes. */
+static void sessions_write(const replica_cache_t *cache, uint8_t *out, size_t size) {
+    sessions_header_t header = {.magic = SESSIONS_MAGIC, .version = SESSIONS_VERSION};
+    size_t offset = sizeof(header);
+    /* Bounded by the entry count: the LRU list links every entry once. */
+    for (uint32_t index = cache->lru_tail; index != CACHE_NONE;
+         index = cache->entries[index].lru_previous) {
+        const cache_entry_t *entry = &cache->entries[index];
+        if (!entry->reply_valid) continue;
+        sessions_entry_t record = {
+            .client_id = entry->client_id,
+            .checksum_body = entry->reply_checksum_body,
+            .reply_op = entry->reply_op,
+            .reply_timestamp = entry->reply_timestamp,
+            .request_number = entry->reply_request_number,
+            .result_count = entry->result_count,
+        };
+        size_t results_size = entry->result_count * sizeof(sz_create_result_t);
+        SZ_ASSERT(offset + sizeof(record) + results_size <= size);
+        memcpy(out + offset, &record, sizeof(record));
+        if (results_size > 0) memcpy(out + offset + sizeof(record), entry->results, results_size);
+        offset += sizeof(record) + results_size;
+        header.entry_count++;
+    }
+    SZ_ASSERT(offset == size);
+    memcpy(out, &header, sizeof(header));
+}
+
+/* Rebuilds the cache from a loaded section. Returns 0, or -EUCLEAN with reason_out. */
+static int sessions_restore(sz_replica_t *replica, const uint8_t *bytes, size_t size,
+                            char *reason_out, size_t reason_size) {
+    size_t offset = 0;
+    if (size == 0) return 0;
+    sessions_header_t header;
+    if (size < sizeof(header)) goto short_section;
+    memcpy(&header, bytes, sizeof(header));
+    if (header.magic != SESSIONS_MAGIC || header.version != SESSIONS_VERSION) {
+        snprintf(reason_out, reason_size, "sessions section: unknown magic or version %u",
+                 header.version);
+        return -EUCLEAN;
+    }
+    offset = sizeof(header);
+    replica_cache_t *cache = &replica->cache;
+    for (uint32_t count = 0; count < header.entry_count; count++) {
+        sessions_entry_t record;
+        if (size - offset < sizeof(record)) goto short_section;
+        memcpy(&record, bytes + offset, sizeof(record));
+        offset += sizeof(record);
+        size_t results_size = (size_t)record.result_count * sizeof(sz_create_result_t);
+        if (record.client_id == 0 || record.result_count > SZ_BATCH_EVENTS_MAX) {
+            snprintf(reason_out, reason_size,
+                     "sessions section: entry %u at offset %zu is invalid", count,
+                     offset - sizeof(record));
+            return -EUCLEAN;
+        }
+        if (size - offset < results_size) goto short_section;
+        if (results_size > 0) memcpy(replica->scratch_results, bytes + offset, results_size);
+        offset += results_size;
+        uint32_t index = cache_find(cache, record.client_id);
+        /* Nothing is pinned during recovery, so a claim always succeeds (evicting the
+         * least recent when the section holds more clients than clients_max). */
+        if (index == CACHE_NONE) index = cache_claim(cache, record.client_id);
+        SZ_ASSERT(index != CACHE_NONE);
+        cache_touch(cache, index);
+        cache_entry_t *entry = &cache->entries[index];
+        entry->request_number = record.request_number;
+        entry->checksum_body = record.checksum_body;
+        cache_reply_store(cache, index, record.request_number, record.checksum_body,
+                          record.reply_op, record.reply_timestamp, replica->scratch_results,
+                          record.result_count);
+    }
+    if (offset != size) {
+        snprintf(reason_out, reason_size, "sessions section: %zu bytes after the last entry",
+                 size - offset);
+        return -EUCLEAN;
+    }
+    return 0;
+short_section:
+    snprintf(reason_out, reason_size, "sessions section: cut short at offset %zu", offset);
+    return -EUCLEAN;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Snapshots: taking them.
+ *
+ * Design notes. Between two passes of the loop the state is exactly op_committed's (apply
+ * runs op by op inside replica_answer()). There the ledger thread forks: the child has a
+ * copy-on-write image of that state and writes it at leisure while the parent goes on;
+ * the parent's only cost is fork() itself (page tables: the ledger is one MADV_HUGEPAGE
+ * mapping, so a few thousand PMD entries for gigabytes; the messages are
+ * MADV_DONTFORK) and the copy-on-write faults of its next writes. _Fork() skips the
+ * atfork handlers and malloc's locks: the child never allocates (the sessions buffer is
+ * mmap'd, sz_snapshot_write() is made for this) and reports through a pipe with one
+ * write(2) below PIPE_BUF.
+ *
+ *   [idle] --replica_snapshot_tick: due (ops, time or request)--> [forking]
+ *   [forking] --replica_snapshot_start: _Fork() fails--> [idle] (snapshot_failed)
+ *   [forking] --replica_snapshot_start: child forked--> [running] (pause measured)
+ *   [running] --replica_snapshot_tick, every 1 ms: waitpid(WNOHANG)--> [running]
+ *   [running] --replica_snapshot_reap: exited 0 with a report--> [idle] (snapshot_written)
+ *   [running] --replica_snapshot_reap: failed, killed--> [idle] (snapshot_failed)
+ *   [running] --sz_replica_run returning: replica_snapshot_reap(wait)--> [idle]
+ *   [running] --sz_replica_close: SIGKILL, reap--> [idle]
+ *
+ *   the child: close every inherited fd but the two it needs (so it never holds the data
+ *   directory's lock) -> sessions into an mmap -> sz_snapshot_write() -> prune to
+ *   keep_count -> retention -> report -> _exit(). PR_SET_PDEATHSIG kills it if the ledger
+ *   thread dies: a snapshot is either complete under its name or a *.tmp nobody loads. */
+
+typedef struct snapshot_report {
+    int32_t result;        /* 0 or a negative errno */
+    uint32_t pruned_count;
+    uint32_t retired_count; /* journal segments archived or deleted */
+    uint32_t reserved;
+    uint64_t size;         /* of the snapshot file */
+    uint64_t write_ns;     /* sz_snapshot_write(), sessions included */
+    char stage[16];        /* what failed: "sessions", "write", "prune", "retention" */
+    sz_snapshot_problem_t problem;
+} snapshot_report_t;
+
+static_assert(sizeof(snapshot_report_t) <= PIPE_BUF, "one atomic pipe write");
+
+/* Every inherited fd but stdin..stderr and the keep_count in keep (ascending, no
+ * duplicates, -1 skipped): the data directory's lock, the io_uring, the sockets. */
+static void snapshot_child_fds_close(const int *keep, uint32_t keep_count) {
+    unsigned next = STDERR_FILENO + 1;
+    for (uint32_t index = 0; index < keep_count; index++) {
+        if (keep[index] < (int)next) continue;
+        if ((unsigned)keep[index] > next) (void)close_range(next, (unsigned)keep[index] - 1, 0);
+        next = (unsigned)keep[index] + 1;
+    }
+    (void)close_range(next, ~0u, 0);
+}
+
+static int snapshot_child_write(const sz_replica_t *replica, uint64_t op, sz_u128 chain_head,
+                                snapshot_report_t *report) {
+    int directory_fd = replica->config.snapshots.directory_fd;
+    sz_ledger_stats_t stats;
+    sz_ledger_stats(replica->ledger, &stats);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    sz_snapshot_meta_t meta = {
+        .cluster_id = replica->cluster_id,
+        .op = op,
+        .timestamp = stats.timestamp_last,
+        .chain_head = chain_head,
+        .digest = sz_ledger_digest(replica->ledger),
+        .created_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec,
+    };
+    size_t size = sessions_size(&replica->cache);
+    void *sessions = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (sessions == MAP_FAILED) {
+        memcpy(report->stage, "sessions", sizeof("sessions"));
+        return -errno;
+    }
+    sessions_write(&replica->cache, sessions, size);
+    memcpy(report->stage, "write", sizeof("write"));
+    int result = sz_snapshot_write(directory_fd, replica->ledger, &meta, sessions, size,
+                                   &report->problem);
+    (void)munmap(sessions, size);
+    if (result < 0) return result;
+    char name[SZ_SNAPSHOT_NAME_SIZE];
+    sz_snapshot_name(op, name);
+    struct stat status;
+    if (fstatat(directory_fd, name, &status, 0) == 0) report->size = (uint64_t)status.st_size;
+    return 0;
+}
+
+/* Journal segments wholly before the oldest snapshot kept: recovery needs its op + 1 on. */
+static int snapshot_child_retention(const sz_replica_t *replica, snapshot_report_t *report) {
+    const sz_replica_snapshots_t *config = &replica->config.snapshots;
+    if (config->retention == SZ_REPLICA_RETENTION_KEEP) return 0;
+    memcpy(report->stage, "retention", sizeof("retention"));
+    uint64_t ops[SNAPSHOT_KEEP_MAX];
+    int count = sz_snapshot_list(config->directory_fd, ops, config->keep_count);
+    if (count <= 0) return count;
+    uint32_t kept = (uint32_t)count < config->keep_count ? (uint32_t)count : config->keep_count;
+    sz_journal_problem_t problem;
+    memset(&problem, 0, sizeof(problem));
+    int archive_fd = config->retention == SZ_REPLICA_RETENTION_ARCHIVE ? config->archive_fd : -1;
+    /* Subscribers reading behind the oldest snapshot keep their segments too. */
+    uint64_t op_keep_from = ops[kept - 1] + 1;
+    if (replica->snapshot_op_needed < op_keep_from) op_keep_from = replica->snapshot_op_needed;
+    int retired = sz_journal_retire(config->data_directory_fd, archive_fd, op_keep_from,
+                                    &problem);
+    if (retired < 0) {
+        static_assert(sizeof(report->problem.reason) == sizeof(problem.reason), "reasons");
+        memcpy(report->problem.reason, problem.reason, sizeof(problem.reason));
+        return retired;
+    }
+    report->retired_count = (uint32_t)retired;
+    return 0;
+}
+
+/* The child's whole life. Never returns. */
+__attribute__((noreturn)) static void snapshot_child(const sz_replica_t *replica, int pipe_fd,
+                                                     pid_t parent, uint64_t op,
+                                                     sz_u128 chain_head) {
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(3); /* the parent died before the line above */
+    /* The ledger and gateway threads come first for the CPU and the disk: the child has
+     * seconds, a batch has milliseconds. Not idle classes: under full load they would
+     * starve the child and let the journal's tail grow without bound. */
+    (void)setpriority(PRIO_PROCESS, 0, SNAPSHOT_CHILD_NICE);
+    (void)syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0,
+                  (2 << 13) | 7 /* IOPRIO_CLASS_BE, lowest level */);
+    const sz_replica_snapshots_t *config = &replica->config.snapshots;
+    int keep[4] = {config->directory_fd, pipe_fd, -1, -1};
+    if (config->retention != SZ_REPLICA_RETENTION_KEEP) {
+        keep[2] = config->data_directory_fd;
+        if (config->retention == SZ_REPLICA_RETENTION_ARCHIVE) keep[3] = config->archive_fd;
+    }
+    /* Ascending for the close: four, so a few swaps. */
+    for (uint32_t pass = 0; pass < 4; pass++) {
+        for (uint32_t index = 0; index + 1 < 4; index++) {
+            if (keep[index] > keep[index + 1]) {
+                int swap = keep[index];
+                keep[index] = keep[index + 1];
+                keep[index + 1] = swap;
+            }
+        }
+    }
+    snapshot_child_fds_close(keep, 4);
+    uint64_t started_ns = monotonic_ns();
+    snapshot_report_t report;
+    memset(&report, 0, sizeof(report));
+    int result = snapshot_child_write(replica, op, chain_head, &report);
+    report.write_ns = monotonic_ns() - started_ns;
+    if (result == 0) {
+        memcpy(report.stage, "prune", sizeof("prune"));
+        int pruned = sz_snapshot_prune(replica->config.snapshots.directory_fd,
+                                       replica->config.snapshots.keep_count);
+        if (pruned < 0) result = pruned;
+        else report.pruned_count = (uint32_t)pruned;
+    }
+    if (result == 0) result = snapshot_child_retention(replica, &report);
+    report.result = result;
+    ssize_t written = write(pipe_fd, &report, sizeof(report));
+    _exit(result == 0 && written == (ssize_t)sizeof(report) ? 0 : 1);
+}
+
+static void replica_snapshot_failed(sz_replica_t *replica, uint64_t op, const char *reason) {
+    char quoted[512];
+    snprintf(quoted, sizeof(quoted), "%s", reason);
+    replica_log(replica, "level=error msg=snapshot_failed op=%llu reason=\"%s\"",
+                (unsigned long long)op, log_quoted(quoted));
+    if (replica->metrics != NULL) metrics_add(&replica->metrics->snapshots_failed, 1);
+}
+
+static void replica_snapshot_start(sz_replica_t *replica, uint64_t now_ns) {
+    SZ_ASSERT(replica->snapshot_child == 0);
+    replica->snapshot_taken_ns = now_ns;
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+        char reason[128];
+        snprintf(reason, sizeof(reason), "pipe: %s", strerror(errno));
+        replica_snapshot_failed(replica, replica->op_committed, reason);
+        return;
+    }
+    pid_t parent = getpid();
+    const sz_replica_snapshots_t *snapshots = &replica->config.snapshots;
+    replica->snapshot_op_needed = snapshots->op_needed == NULL
+                                      ? UINT64_MAX
+                                      : snapshots->op_needed(snapshots->op_needed_context);
+    uint64_t before_ns = monotonic_ns();
+    pid_t child = _Fork();
+    uint64_t after_ns = monotonic_ns();
+    if (child == 0) {
+        close(pipe_fds[0]);
+        snapshot_child(replica, pipe_fds[1], parent, replica->op_committed,
+                       replica->chain_head_committed);
+    }
+    int fork_errno = errno;
+    close(pipe_fds[1]);
+    if (child < 0) {
+        close(pipe_fds[0]);
+        char reason[128];
+        snprintf(reason, sizeof(reason), "fork: %s", strerror(fork_errno));
+        replica_snapshot_failed(replica, replica->op_committed, reason);
+        return;
+    }
+    replica->snapshot_child = child;
+    replica->snapshot_pipe = pipe_fds[0];
+    replica->snapshot_child_op = replica->op_committed;
+    replica->snapshot_started_ns = before_ns;
+    replica->snapshot_pause_ns = after_ns - before_ns;
+    replica->snapshot_reap_next_ns = after_ns + SNAPSHOT_REAP_INTERVAL_NS;
+    uint64_t pause_us = replica->snapshot_pause_ns / NS_PER_US;
+    if (replica->metrics != NULL) {
+        sz_histogram_record(&replica->metrics->snapshot_pause_us, pause_us);
+        if (pause_us > atomic_load_explicit(&replica->metrics->snapshot_pause_us_max,
+                                            memory_order_relaxed)) {
+            sz_metrics_set(&replica->metrics->snapshot_pause_us_max, pause_us);
+        }
+    }
+    replica_log(replica, "level=info msg=snapshot_started op=%llu pid=%d pause_us=%llu",
+                (unsigned long long)replica->snapshot_child_op, (int)child,
+                (unsigned long long)pause_us);
+}
+
+/* Collects the child's report once it has exited (wait: block until it has). */
+static void replica_snapshot_reap(sz_replica_t *replica, bool wait) {
+    SZ_ASSERT(replica->snapshot_child > 0);
+    int status = 0;
+    pid_t done;
+    do {
+        done = waitpid(replica->snapshot_child, &status, wait ? 0 : WNOHANG);
+    } while (done < 0 && errno == EINTR);
+    if (done == 0) return;
+    snapshot_report_t report;
+    memset(&report, 0, sizeof(report));
+    ssize_t got = read(replica->snapshot_pipe, &report, sizeof(report));
+    close(replica->snapshot_pipe);
+    replica->snapshot_pipe = -1;
+    replica->snapshot_child = 0;
+    uint64_t op = replica->snapshot_child_op;
+    uint64_t duration_ns = monotonic_ns() - replica->snapshot_started_ns;
+    bool exited = done > 0 && WIFEXITED(status);
+    if (got == (ssize_t)sizeof(report) && exited && WEXITSTATUS(status) == 0 &&
+        report.result == 0) {
+        replica->snapshot_op_last = op;
+        char name[SZ_SNAPSHOT_NAME_SIZE];
+        sz_snapshot_name(op, name);
+        replica_log(replica,
+                    "level=info msg=snapshot_written op=%llu name=%s size=%llu "
+                    "duration_ms=%llu write_ms=%llu pause_us=%llu pruned=%u retired=%u",
+                    (unsigned long long)op, name, (unsigned long long)report.size,
+                    (unsigned long long)(duration_ns / NS_PER_MS),
+                    (unsigned long long)(report.write_ns / NS_PER_MS),
+                    (unsigned long long)(replica->snapshot_pause_ns / NS_PER_US),
+                    report.pruned_count, report.retired_count);
+        if (replica->metrics != NULL) {
+            metrics_add(&replica->metrics->snapshots_written, 1);
+            sz_metrics_set(&replica->metrics->snapshot_op, op);
+            sz_metrics_set(&replica->metrics->snapshot_size_bytes, report.size);
+            sz_histogram_record(&replica->metrics->snapshot_duration_us, duration_ns / NS_PER_US);
+        }
+        return;
+    }
+    char reason[512];
+    if (got == (ssize_t)sizeof(report) && report.result < 0) {
+        report.stage[sizeof(report.stage) - 1] = '\0';
+        report.problem.reason[sizeof(report.problem.reason) - 1] = '\0';
+        snprintf(reason, sizeof(reason), "%s: %s%s%s", report.stage, strerror(-report.result),
+                 report.problem.reason[0] != '\0' ? ": " : "", report.problem.reason);
+    } else if (done < 0) {
+        snprintf(reason, sizeof(reason), "waitpid: %s", strerror(errno));
+    } else if (WIFSIGNALED(status)) {
+        snprintf(reason, sizeof(reason), "the snapshot process was killed by signal %d",
+                 WTERMSIG(status));
+    } else {
+        snprintf(reason, sizeof(reason), "the snapshot process exited with status %d",
+                 exited ? WEXITSTATUS(status) : -1);
+    }
+    replica_snapshot_failed(replica, op, reason);
+}
+
+/* Once per loop pass: reap a finished child, or start one when a trigger is due. */
+static void replica_snapshot_tick(sz_replica_t *replica) {
+    if (!replica->snapshots_on || replica->stopping) return;
+    uint64_t now_ns = monotonic_ns();
+    if (replica->snapshot_child != 0) {
+        if (now_ns < replica->snapshot_reap_next_ns) return;
+        replica->snapshot_reap_next_ns = now_ns + SNAPSHOT_REAP_INTERVAL_NS;
+        replica_snapshot_reap(replica, false);
+        if (replica->snapshot_child != 0) return;
+    }
+    const sz_replica_snapshots_t *config = &replica->config.snapshots;
+    bool requested =
+        atomic_load_explicit(&replica->snapshot_requested, memory_order_relaxed) != 0;
+    uint64_t fresh = replica->op_committed - replica->snapshot_op_last;
+    bool due = requested || (config->every_ops != 0 && fresh >= config->every_ops) ||
+               (config->every_ns != 0 && fresh > 0 &&
+                now_ns - replica->snapshot_taken_ns >= config->every_ns);
+    if (!due) return;
+    /* A request at op 0 is written too (the empty ledger, chained to the superblock), so
+     * whoever asked sees a snapshot; the triggers above need an applied op. */
+    if (requested) atomic_store_explicit(&replica->snapshot_requested, 0, memory_order_relaxed);
+    replica_snapshot_start(replica, now_ns);
+}
+
+/* How long the idle loop may sleep for the snapshots' sake (0: no limit). */
+static uint64_t replica_snapshot_sleep_ns(const sz_replica_t *replica) {
+    if (!replica->snapshots_on) return 0;
+    if (replica->snapshot_child != 0) return SNAPSHOT_REAP_IDLE_NS;
+    uint64_t every_ns = replica->config.snapshots.every_ns;
+    if (every_ns == 0 || replica->op_committed == replica->snapshot_op_last) return 0;
+    uint64_t elapsed_ns = monotonic_ns() - replica->snapshot_taken_ns;
+    return elapsed_ns >= every_ns ? 1 : every_ns - elapsed_ns;
+}
+
+void sz_replica_snapshot_request(sz_replica_t *replica) {
+    atomic_store_explicit(&replica->snapshot_requested, 1, memory_order_seq_cst);
+    sz_ring_wake_consumer(replica->config.requests);
+}
+
+/* The transfer id index (8-byte slots, a power of two at least twice transfers_max) is
+ * written at random by every batch and never read by a snapshot (sz_ledger_import rebuilds
+ * it), so it is marked MADV_DONTFORK: during a snapshot the ledger thread takes no
+ * copy-on-write fault on it (about one per transfer at 20M transfers: the main cost of a
+ * snapshot under load), and fork copies fewer page tables. core/ledger.h names no address
+ * for it: it is the gap between the end of the transfer metas and the expiry heap (both
+ * exported), and is marked only when that gap is exactly the index's size, so a layout
+ * that changed is left alone (slower, never wrong). Ask core for the range instead once
+ * it offers one. */
+static void replica_dontfork_index(const sz_replica_t *replica) {
+    const sz_ledger_config_t *config = &replica->config.ledger;
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t metas = (uint64_t)sz_ledger_export_array(replica->ledger,
+                                                      SZ_LEDGER_PART_TRANSFER_METAS);
+    uint64_t expiry = (uint64_t)sz_ledger_export_array(replica->ledger, SZ_LEDGER_PART_EXPIRY);
+    uint64_t metas_size = (uint64_t)config->transfers_max *
+                          sz_ledger_part_record_size(SZ_LEDGER_PART_TRANSFER_METAS);
+    uint64_t start = (metas + metas_size + page - 1) / page * page;
+    uint64_t slots = power_of_two_at_least(2ull * config->transfers_max);
+    uint64_t size = (slots * sizeof(uint64_t) + page - 1) / page * page;
+    if (expiry <= start || expiry - start != size) {
+        replica_log(replica, "level=warn msg=snapshot_index_shared reason=\"the ledger's layout "
+                             "is not the expected one: the transfer index is forked too\"");
+        return;
+    }
+    (void)madvise((void *)start, size, MADV_DONTFORK); /* best effort, as above */
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Recovery from snapshots.
+ *
+ *   [start] --snapshots off, or sz_journal_superblock_read fails--> [full replay] (the
+ *            journal open then says why)
+ *   [start] --sz_snapshot_list: newest first--> [trying N]
+ *   [trying N] --sz_snapshot_load fails (damaged, truncated, other cluster)--> [trying
+ *              the next] (msg=snapshot_invalid)
+ *   [trying N] --loaded; sessions_restore fails--> [trying the next] (snapshot_invalid)
+ *   [trying N] --does not fit the capacities--> [refused] (-ENOSPC)
+ *   [trying N] --replica_recover_journal after N: -EUCLEAN or -ENOENT (N's entry is not
+ *              the snapshot's chain head, or the journal has no op N)--> [trying the next]
+ *              (snapshot_invalid; N remembered as unusable)
+ *   [trying N] --replica_recover_journal: another error--> [refused] (the journal's problem)
+ *   [trying N] --journal after N applied--> [recovered]
+ *   [trying the next] --none left--> [full replay] --replica_recover_journal--> [recovered]
+ *   [recovered] --a verified snapshot past the journal's end was unusable--> [refused]
+ *               (-EUCLEAN: the journal lost ops that only that snapshot has; loading an
+ *               older state would silently drop them) */
+
+/* Opens the journal and applies every entry after op_after (0: all of them). */
+static int replica_recover_journal(sz_replica_t *replica, uint64_t op_after,
+                                   sz_u128 chain_head, sz_journal_problem_t *problem) {
+    sz_journal_options_t options = {
+        .in_flight_max = replica->config.in_flight_max,
+        .on_entry = replica_recover_entry,
+        .entry_context = replica,
+        .on_durable = replica_on_durable,
+        .durable_context = replica,
+        .on_written = replica_on_written,
+        .op_after = op_after,
+        .chain_head = chain_head,
+    };
+    replica->recover_error = 0;
+    int result = sz_journal_open(replica->config.storage, &options, &replica->journal, problem);
+    if (replica->recover_error != 0) {
+        /* The journal overwrote the problem with its own "scan stopped": ours says more. */
+        *problem = replica->recover_problem;
+        result = replica->recover_error;
+    }
+    return result;
+}
+
+/* Back to nothing loaded, for the next candidate. */
+static int replica_recover_reset(sz_replica_t *replica) {
+    sz_journal_deinit(replica->journal);
+    replica->journal = NULL;
+    sz_ledger_deinit(replica->ledger);
+    replica->ledger = NULL;
+    cache_deinit(&replica->cache);
+    replica->op_committed = 0;
+    replica->timestamp_last = 0;
+    replica->op_count_replayed = 0;
+    uint32_t clients_max =
+        replica->config.clients_max != 0 ? replica->config.clients_max : CLIENTS_DEFAULT;
+    return cache_init(&replica->cache, clients_max);
+}
+
+static void replica_snapshot_invalid(sz_replica_t *replica, const char *name,
+                                     const char *reason) {
+    char quoted[512];
+    snprintf(quoted, sizeof(quoted), "%s", reason);
+    replica_log(replica, "level=warn msg=snapshot_invalid name=%s reason=\"%s\"", name,
+                log_quoted(quoted));
+}
+
+/* Loads the snapshot of op into the replica (ledger, sessions, op, timestamp). 0, -EAGAIN
+ * (invalid: logged, nothing kept), or -ENOSPC / -ENOMEM with problem filled. */
+static int replica_recover_load(sz_replica_t *replica, uint64_t op, sz_u128 cluster_id,
+                                sz_u128 *chain_head_out, sz_journal_problem_t *problem) {
+    char name[SZ_SNAPSHOT_NAME_SIZE];
+    sz_snapshot_name(op, name);
+    sz_snapshot_loaded_t loaded;
+    memset(&loaded, 0, sizeof(loaded));
+    sz_snapshot_problem_t snapshot_problem;
+    memset(&snapshot_problem, 0, sizeof(snapshot_problem));
+    int result = sz_snapshot_load(replica->config.snapshots.directory_fd, name, cluster_id,
+                                  &replica->config.ledger, &loaded, &snapshot_problem);
+    char reason[400];
+    if (result == -ENOSPC || result == -ENOMEM) {
+        snprintf(problem->file, sizeof(problem->file), "%s/%.40s", SZ_SNAPSHOT_DIRECTORY, name);
+        problem->op = op;
+        snprintf(problem->reason, sizeof(problem->reason),
+                 result == -ENOSPC ? "the snapshot does not fit the configured capacities "
+                                     "(%.120s): raise --accounts-max, --transfers-max, "
+                                     "--pending-max or --history-max"
+                                   : "no memory to load the snapshot (%.120s)",
+                 snapshot_problem.reason);
+        return result;
+    }
+    if (result < 0) {
+        /* strerror(EUCLEAN) ("Structure needs cleaning") would only confuse. */
+        snprintf(reason, sizeof(reason), "%s%s%s%s",
+                 snapshot_problem.reason[0] != '\0' ? snapshot_problem.reason : "cannot load",
+                 result == -EUCLEAN ? "" : " (", result == -EUCLEAN ? "" : strerror(-result),
+                 result == -EUCLEAN ? "" : ")");
+        replica_snapshot_invalid(replica, name, reason);
+        return -EAGAIN;
+    }
+    replica->ledger = loaded.ledger;
+    if (loaded.meta.cluster_id != cluster_id) {
+        /* sz_snapshot_load() takes cluster id 0 (the default cluster) as "any": ours is
+         * checked here too. */
+        char ours[SZ_U128_DECIMAL_SIZE], theirs[SZ_U128_DECIMAL_SIZE];
+        snprintf(reason, sizeof(reason), "snapshot of another cluster (%s, expected %s)",
+                 sz_u128_format(loaded.meta.cluster_id, theirs), sz_u128_format(cluster_id, ours));
+        result = -EUCLEAN;
+    } else if (loaded.meta.op != op) {
+        snprintf(reason, sizeof(reason), "its header says op %llu",
+                 (unsigned long long)loaded.meta.op);
+        result = -EUCLEAN;
+    } else {
+        result = sessions_restore(replica, loaded.sessions, loaded.sessions_size, reason,
+                                  sizeof(reason));
+    }
+    sz_snapshot_sessions_free(loaded.sessions, loaded.sessions_size);
+    if (result < 0) {
+        replica_snapshot_invalid(replica, name, reason);
+        return replica_recover_reset(replica) < 0 ? -ENOMEM : -EAGAIN;
+    }
+    sz_ledger_stats_t stats;
+    sz_ledger_stats(replica->ledger, &stats);
+    replica->op_committed = op;
+    replica->timestamp_last = stats.timestamp_last;
+    *chain_head_out = loaded.meta.chain_head;
+    return 0;
+}
+
+/* Recovers from the snapshot of op and the journal after it. 0 done; -EAGAIN: not usable
+ * (logged; *unusable_out set when the journal, not the file, was the reason), try the
+ * one before; another error: give up (problem filled). */
+static int replica_recover_snapshot(sz_replica_t *replica, uint64_t op, sz_u128 cluster_id,
+                                    bool *unusable_out, sz_journal_problem_t *problem) {
+    sz_u128 chain_head = 0;
+    uint64_t started_ns = monotonic_ns();
+    int result = replica_recover_load(replica, op, cluster_id, &chain_head, problem);
+    if (result < 0) return result;
+    replica->snapshot_load_ns = monotonic_ns() - started_ns;
+    result = replica_recover_journal(replica, op, chain_head, problem);
+    if ((result == -EUCLEAN || result == -ENOENT) && replica->recover_error == 0) {
+        /* The journal has no op N with the snapshot's chain head: another history, or a
+         * journal that ends before N. The older snapshots tell which (see below). */
+        char name[SZ_SNAPSHOT_NAME_SIZE];
+        sz_snapshot_name(op, name);
+        char reason[400];
+        snprintf(reason, sizeof(reason), "the journal does not continue it: %s",
+                 problem->reason);
+        replica_snapshot_invalid(replica, name, reason);
+        *unusable_out = true;
+        memset(problem, 0, sizeof(*problem));
+        return replica_recover_reset(replica) < 0 ? -ENOMEM : -EAGAIN;
+    }
+    if (result < 0) return result;
+    replica->snapshot_op_recovered = op;
+    return 0;
+}
+
+/* A verified snapshot at op N that the journal did not continue, and a journal that ends
+ * before N: the journal lost ops that were durable (and acknowledged). Refused rather than
+ * started from an older state, which would drop them silently. */
+static int replica_recover_past_end(sz_replica_t *replica, uint64_t op_unusable,
+                                    sz_journal_problem_t *problem) {
+    sz_journal_info_t info;
+    sz_journal_info(replica->journal, &info);
+    if (op_unusable <= info.op_last) return 0;
+    char name[SZ_SNAPSHOT_NAME_SIZE];
+    sz_snapshot_name(op_unusable, name);
+    snprintf(problem->file, sizeof(problem->file), "%s/%.40s", SZ_SNAPSHOT_DIRECTORY, name);
+    problem->offset = 0;
+    problem->op = op_unusable;
+    snprintf(problem->reason, sizeof(problem->reason),
+             "snapshot at op %llu, journal ends at op %llu: the journal lost durable "
+             "ops. Restore it from a backup, or move the snapshots past op %llu out "
+             "of snapshots/ to accept losing ops %llu..%llu",
+             (unsigned long long)op_unusable, (unsigned long long)info.op_last,
+             (unsigned long long)info.op_last, (unsigned long long)info.op_last + 1,
+             (unsigned long long)op_unusable);
+    return -EUCLEAN;
+}
+
+/* The state at the journal's end: from the newest snapshot that holds, else from op 1. */
+static int replica_recover(sz_replica_t *replica, sz_journal_problem_t *problem) {
+    replica->snapshots_on =
+        replica->config.snapshots.enabled && replica->config.snapshots.directory_fd >= 0;
+    sz_journal_superblock_t superblock;
+    uint64_t op_unusable = 0; /* the newest verified snapshot the journal did not continue */
+    if (replica->snapshots_on &&
+        sz_journal_superblock_read(replica->config.storage, &superblock, NULL) == 0) {
+        uint64_t ops[SNAPSHOT_LIST_MAX];
+        int count = sz_snapshot_list(replica->config.snapshots.directory_fd, ops,
+                                     SNAPSHOT_LIST_MAX);
+        if (count < 0) {
+            replica_log(replica, "level=warn msg=snapshot_list_failed error=\"%s\"",
+                        strerror(-count));
+        }
+        int result = -EAGAIN;
+        for (int index = 0; index < count && index < (int)SNAPSHOT_LIST_MAX; index++) {
+            bool unusable = false;
+            result = replica_recover_snapshot(replica, ops[index], superblock.cluster_id,
+                                              &unusable, problem);
+            if (unusable && ops[index] > op_unusable) op_unusable = ops[index];
+            if (result != -EAGAIN) break;
+        }
+        if (result != -EAGAIN && result < 0) return result;
+        if (result == 0) return replica_recover_past_end(replica, op_unusable, problem);
+    }
+    int result = sz_ledger_init(&replica->config.ledger, &replica->ledger);
+    if (result < 0) {
+        snprintf(problem->reason, sizeof(problem->reason),
+                 "cannot reserve %llu bytes for the ledger's capacities: %s",
+                 (unsigned long long)sz_ledger_memory_size(&replica->config.ledger),
+                 strerror(-result));
+        return result;
+    }
+    result = replica_recover_journal(replica, 0, 0, problem);
+    if (result < 0) return result;
+    return replica_recover_past_end(replica, op_unusable, problem);
+}
+
+/* ---------------------------------------------------------------------------------------
  * Open, close, info. */
 
 static int replica_config_check(const sz_replica_config_t *config,
@@ -557,6 +1352,14 @@ static int replica_config_check(const sz_replica_config_t *config,
     else if (config->requests == NULL || config->replies == NULL) reason = "no rings";
     else if (config->in_flight_max > SZ_JOURNAL_IN_FLIGHT_MAX) reason = "in_flight_max too large";
     else if (config->clients_max > CLIENTS_MAX) reason = "clients_max above 1048576";
+    else if (config->snapshots.keep_count > SNAPSHOT_KEEP_MAX) reason = "keep_count above 1000";
+    else if (config->snapshots.enabled &&
+             config->snapshots.retention != SZ_REPLICA_RETENTION_KEEP &&
+             (config->snapshots.data_directory_fd < 0 ||
+              (config->snapshots.retention == SZ_REPLICA_RETENTION_ARCHIVE &&
+               config->snapshots.archive_fd < 0))) {
+        reason = "journal retention needs the data (and archive) directory";
+    }
     else if (sz_ledger_memory_size(&config->ledger) == 0) {
         reason = "a ledger capacity is 0 or above the limit";
     }
@@ -573,22 +1376,19 @@ static int replica_allocate(sz_replica_t *replica, sz_journal_problem_t *problem
     replica->slots = calloc(replica->slot_count, sizeof(replica_slot_t));
     replica->push_batch = calloc(replica->slot_count, sizeof(sz_message_t *));
     replica->scratch_results = malloc(SZ_BATCH_EVENTS_MAX * sizeof(sz_create_result_t));
+    bool snapshots = config->snapshots.enabled;
+    if (snapshots) replica->dontfork_set = calloc(DONTFORK_SET_SIZE, sizeof(void *));
     uint32_t clients_max = config->clients_max != 0 ? config->clients_max : CLIENTS_DEFAULT;
     int result = cache_init(&replica->cache, clients_max);
     if (replica->slots == NULL || replica->push_batch == NULL ||
-        replica->scratch_results == NULL || result < 0) {
+        replica->scratch_results == NULL || result < 0 ||
+        (snapshots && replica->dontfork_set == NULL)) {
         if (problem != NULL) {
             snprintf(problem->reason, sizeof(problem->reason), "out of memory for the replica");
         }
         return -ENOMEM;
     }
-    result = sz_ledger_init(&config->ledger, &replica->ledger);
-    if (result < 0 && problem != NULL) {
-        snprintf(problem->reason, sizeof(problem->reason),
-                 "cannot reserve %llu bytes for the ledger's capacities: %s",
-                 (unsigned long long)sz_ledger_memory_size(&config->ledger), strerror(-result));
-    }
-    return result;
+    return 0;
 }
 
 int sz_replica_open(const sz_replica_config_t *config, sz_replica_t **replica_out,
@@ -601,24 +1401,19 @@ int sz_replica_open(const sz_replica_config_t *config, sz_replica_t **replica_ou
     sz_replica_t *replica = calloc(1, sizeof(*replica));
     if (replica == NULL) return -ENOMEM;
     replica->config = *config;
+    if (replica->config.snapshots.keep_count == 0) {
+        replica->config.snapshots.keep_count = SNAPSHOT_KEEP_DEFAULT;
+    }
     replica->metrics = config->metrics;
+    replica->snapshot_pipe = -1;
     atomic_init(&replica->stop_requested, 0);
+    atomic_init(&replica->snapshot_requested, 0);
     result = replica_allocate(replica, problem_out);
     if (result < 0) goto fail;
-    sz_journal_options_t options = {
-        .in_flight_max = config->in_flight_max,
-        .on_entry = replica_recover_entry,
-        .entry_context = replica,
-        .on_durable = replica_on_durable,
-        .durable_context = replica,
-        .on_written = replica_on_written,
-    };
-    result = sz_journal_open(config->storage, &options, &replica->journal, problem_out);
-    if (replica->recover_error != 0) {
-        /* The journal overwrote the problem with its own "scan stopped": ours says more. */
-        if (problem_out != NULL) *problem_out = replica->recover_problem;
-        result = replica->recover_error;
-    }
+    sz_journal_problem_t problem_scratch;
+    sz_journal_problem_t *problem = problem_out != NULL ? problem_out : &problem_scratch;
+    memset(problem, 0, sizeof(*problem));
+    result = replica_recover(replica, problem);
     if (result < 0) goto fail;
     sz_journal_info_t info;
     sz_journal_info(replica->journal, &info);
@@ -626,8 +1421,16 @@ int sz_replica_open(const sz_replica_config_t *config, sz_replica_t **replica_ou
     replica->cluster_id = info.cluster_id;
     replica->op_last = info.op_last;
     replica->op_durable = info.op_last;
+    replica->chain_head_committed = info.checksum_last;
+    if (replica->snapshots_on) replica_dontfork_index(replica);
+    replica->snapshot_op_last = replica->snapshot_op_recovered;
+    replica->snapshot_taken_ns = monotonic_ns();
     sz_ledger_stats_t stats;
     sz_ledger_stats(replica->ledger, &stats);
+    /* A snapshot's ledger brings its own last timestamp; replay's is the journal's. */
+    if (replica->snapshot_op_recovered != 0 && replica->op_count_replayed == 0) {
+        replica->timestamp_last = stats.timestamp_last;
+    }
     SZ_ASSERT(stats.timestamp_last == replica->timestamp_last);
     if (replica->metrics != NULL) {
         sz_metrics_set(&replica->metrics->op_last, replica->op_last);
@@ -642,6 +1445,11 @@ fail:
 
 void sz_replica_close(sz_replica_t *replica) {
     if (replica == NULL) return;
+    if (replica->snapshot_child > 0) {
+        (void)kill(replica->snapshot_child, SIGKILL);
+        replica_snapshot_reap(replica, true);
+    }
+    free(replica->dontfork_set);
     sz_journal_deinit(replica->journal);
     sz_ledger_deinit(replica->ledger);
     cache_deinit(&replica->cache);
@@ -662,6 +1470,10 @@ void sz_replica_info(const sz_replica_t *replica, sz_replica_info_t *info_out) {
     sz_ledger_stats(replica->ledger, &info_out->ledger);
     info_out->loop_count = replica->loop_count;
     info_out->sleep_count = replica->sleep_count;
+    info_out->snapshot_op_recovered = replica->snapshot_op_recovered;
+    info_out->op_count_replayed = replica->op_count_replayed;
+    info_out->snapshot_load_ns = replica->snapshot_load_ns;
+    info_out->snapshot_op_last = replica->snapshot_op_last;
 }
 
 const char *sz_replica_error_message(const sz_replica_t *replica) {
@@ -749,6 +1561,7 @@ static int replica_sequence_write(sz_replica_t *replica, replica_slot_t *slot,
     replica->op_last = op;
     replica->appended_unsubmitted = true;
     replica->timestamp_last = timestamp + event_count - 1;
+    if (replica->snapshots_on) slot->chain_head = replica_chain_head(replica);
     sz_ledger_reservation_add(&replica->reserved, operation, event_count, false);
     replica_cache_t *cache = &replica->cache;
     if (cache_index == CACHE_NONE) cache_index = cache_claim(cache, request->client_id);
@@ -836,6 +1649,7 @@ static int replica_expire(sz_replica_t *replica, uint64_t clock_ns, uint64_t now
     replica_slot_t *slot = &replica->slots[replica->slot_popped & (replica->slot_count - 1)];
     *slot = (replica_slot_t){.kind = SLOT_EXPIRE, .op = op, .timestamp = timestamp,
                              .appended_ns = now_ns, .cache_index = CACHE_NONE};
+    if (replica->snapshots_on) slot->chain_head = replica_chain_head(replica);
     replica->slot_popped++;
     replica->slot_sequenced++;
     *progress = true;
@@ -869,6 +1683,11 @@ static bool replica_pop(sz_replica_t *replica) {
     uint32_t count_max = (uint32_t)(room < contiguous ? room : contiguous);
     void **messages = (void **)replica->push_batch; /* free between pushes: scratch */
     uint32_t count = sz_ring_pop(replica->config.requests, messages, count_max);
+    if (replica->dontfork_set != NULL) {
+        for (uint32_t index = 0; index < count; index++) {
+            replica_dontfork_mark(replica, messages[index]);
+        }
+    }
     for (uint32_t index = 0; index < count; index++) {
         replica->slots[(replica->slot_popped + index) & mask] =
             (replica_slot_t){.message = messages[index], .kind = SLOT_NEW,
@@ -938,8 +1757,9 @@ static void replica_apply_write(sz_replica_t *replica, replica_slot_t *slot) {
         SZ_ASSERT(entry->writes_in_flight > 0 && entry->pin_count > 0);
         entry->writes_in_flight--;
         entry->pin_count--;
-        cache_reply_store(&replica->cache, slot->cache_index, request->request_number, slot->op,
-                          slot->timestamp, results, result_count);
+        cache_reply_store(&replica->cache, slot->cache_index, request->request_number,
+                          request->checksum_body, slot->op, slot->timestamp, results,
+                          result_count);
     }
     if (replica->metrics != NULL) {
         metrics_results(replica->metrics, request->operation, slot->event_count, results,
@@ -1022,6 +1842,7 @@ static bool replica_answer(sz_replica_t *replica) {
             if (slot->kind == SLOT_WRITE) replica_apply_write(replica, slot);
             else replica_apply_expire(replica, slot);
             replica->op_committed = slot->op;
+            replica->chain_head_committed = slot->chain_head;
             if (replica->metrics != NULL) {
                 sz_histogram_record(&replica->metrics->commit_latency_us,
                                     (monotonic_ns() - slot->appended_ns) / NS_PER_US);
@@ -1091,6 +1912,7 @@ static int replica_fail(sz_replica_t *replica, int error) {
     /* What was durable before the failure is still answered; nothing after it. */
     while (replica_answer(replica)) (void)replica_push(replica);
     (void)replica_push(replica);
+    if (replica->snapshot_child > 0) replica_snapshot_reap(replica, true);
     return error;
 }
 
@@ -1136,6 +1958,8 @@ static void replica_wait(sz_replica_t *replica) {
         timeout_ns = expiry_ns > clock_ns ? expiry_ns - clock_ns : 1;
         if (timeout_ns > IDLE_SLEEP_EXPIRY_NS_MAX) timeout_ns = IDLE_SLEEP_EXPIRY_NS_MAX;
     }
+    uint64_t snapshot_ns = replica_snapshot_sleep_ns(replica);
+    if (snapshot_ns != 0 && (timeout_ns == 0 || snapshot_ns < timeout_ns)) timeout_ns = snapshot_ns;
     replica->sleep_count++;
     (void)sz_ring_wait_readable(replica->config.requests, 0, timeout_ns);
 }
@@ -1157,6 +1981,7 @@ int sz_replica_run(sz_replica_t *replica) {
         if (result < 0) return replica_fail(replica, result);
         if (replica_answer(replica)) progress = true;
         if (replica_push(replica)) progress = true;
+        replica_snapshot_tick(replica);
         if (replica->stopping && replica->stop_pop_budget == 0 &&
             replica->slot_pushed == replica->slot_popped) {
             break;
@@ -1168,6 +1993,8 @@ int sz_replica_run(sz_replica_t *replica) {
         }
     }
     SZ_ASSERT(replica->op_committed == replica->op_last);
+    /* The child dies with this thread (PR_SET_PDEATHSIG): let it finish first. */
+    if (replica->snapshot_child > 0) replica_snapshot_reap(replica, true);
     int result = sz_journal_flush(replica->journal);
     if (result < 0) return replica_fail(replica, result);
     /* Stopped and drained: sz_replica_run() may be called again (tests, a pause). */

@@ -8,7 +8,34 @@
  *   (writable, taking the data directory's lock), replays it into a fresh ledger and
  *   rebuilds the reply cache from it. sz_replica_run() then runs on the ledger thread
  *   until sz_replica_stop(); nothing else may touch the replica meanwhile, except
- *   sz_replica_stop() (any thread) and reading sz_metrics_t.
+ *   sz_replica_stop() and sz_replica_snapshot_request() (any thread, signal handlers
+ *   too) and reading sz_metrics_t.
+ * - Snapshots (when config.snapshots.enabled; directory_fd is the server's DATA/snapshots):
+ *   - Recovery: sz_replica_open() loads the newest snapshot that verifies (checksums, this
+ *     journal's cluster id, and its chain head against the journal's entry of its op), then
+ *     replays only the journal after its op; the reply cache comes from the snapshot's
+ *     sessions section plus that tail, so an exact retry across a restart still gets its
+ *     cached reply. A snapshot that fails is logged (msg=snapshot_invalid) and the one
+ *     before it tried; with none left, the whole journal is replayed. A snapshot whose op
+ *     is past the journal's end (the journal lost durable ops) is refused: -EUCLEAN, the
+ *     problem names both ops, and no older state is served. A snapshot that does not fit
+ *     the configured capacities gives -ENOSPC.
+ *   - Taking: between two applied ops the ledger thread fork()s; the child writes the
+ *     state at op_committed with sz_snapshot_write() (the reply cache as its sessions),
+ *     prunes to the newest keep_count, applies journal retention (sz_journal_retire() of
+ *     the segments wholly before the oldest snapshot kept), and exits; it first closes
+ *     every inherited fd it does not need (so it never holds the data directory's lock)
+ *     and never allocates. Messages popped from the request ring are marked
+ *     MADV_DONTFORK (the child never reads them). The ledger
+ *     thread pauses only for fork() (measured: log pause_us, metrics) and never waits for
+ *     the child: it reaps it with waitpid(WNOHANG) at most every millisecond and logs
+ *     msg=snapshot_written (or msg=snapshot_failed with the reason). One child at a time;
+ *     a trigger that comes while one runs is taken after it. Triggers: every_ops ops
+ *     since the last snapshot, every_ns since the last one if any op was applied since,
+ *     and sz_replica_snapshot_request() (always writes, even with no new op). The child
+ *     dies with the ledger thread (PR_SET_PDEATHSIG); sz_replica_run() waits for a running
+ *     child before it returns. A snapshot never fails the server: an error is logged and
+ *     counted, and the next trigger tries again.
  * - Requests (sz_message_t, message.h) carry frames the gateway has fully checked. Each
  *   one gets exactly one reply pushed into the reply ring, in the order popped, unless
  *   the journal fails: then sz_replica_run() returns the error and nothing more is
@@ -38,6 +65,30 @@
 #include "message.h"
 #include "ring.h"
 
+/* What happens to journal segments entirely before the oldest snapshot kept. */
+typedef enum sz_replica_retention {
+    SZ_REPLICA_RETENTION_KEEP = 0,
+    SZ_REPLICA_RETENTION_ARCHIVE = 1, /* moved into archive_directory */
+    SZ_REPLICA_RETENTION_DELETE = 2,
+} sz_replica_retention_t;
+
+typedef struct sz_replica_snapshots {
+    bool enabled;          /* false: none taken, none loaded (full replay at open) */
+    int directory_fd;
+    uint64_t every_ops;    /* 0: not by op count */
+    uint64_t every_ns;     /* 0: not by time */
+    uint32_t keep_count;   /* snapshots kept by the pruning after each one (0 for 3, at
+                              most 1000) */
+    sz_replica_retention_t retention; /* applied by the child after each snapshot */
+    int data_directory_fd; /* retention: the data directory, whose segments it retires */
+    int archive_fd;        /* SZ_REPLICA_RETENTION_ARCHIVE: where they go */
+    /* May be NULL. Any thread: the oldest op a reader other than recovery still needs
+     * (the stream thread's subscribers), UINT64_MAX for none. Read just before each fork;
+     * retention keeps the segment holding it. */
+    uint64_t (*op_needed)(void *context);
+    void *op_needed_context;
+} sz_replica_snapshots_t;
+
 typedef struct sz_replica_config {
     sz_ledger_config_t ledger;
     sz_storage_t *storage;     /* the data directory, formatted; borrowed */
@@ -52,6 +103,10 @@ typedef struct sz_replica_config {
     /* The time source (ns since the Unix epoch); NULL for CLOCK_REALTIME. A deterministic
      * simulator passes its own. */
     uint64_t (*clock_now_ns)(void *context);
+    sz_replica_snapshots_t snapshots;
+    /* One logfmt line without its newline ("level=info msg=..."), on the thread that
+     * opens or runs the replica; NULL to stay silent. */
+    void (*log)(const char *line, void *context);
     /* Subscriptions (helper stream): may be NULL; called on the ledger thread with the
      * new op_committed once per pass that committed ops (not per op); must not block. */
     void (*committed)(uint64_t op_committed, void *context);
@@ -66,6 +121,10 @@ typedef struct sz_replica_info {
     sz_ledger_stats_t ledger;
     uint64_t loop_count;  /* passes of sz_replica_run()'s loop (to measure its cost) */
     uint64_t sleep_count; /* times it slept on the request ring's futex */
+    uint64_t snapshot_op_recovered; /* the snapshot sz_replica_open() started from, 0: none */
+    uint64_t op_count_replayed;     /* journal ops replayed by sz_replica_open() */
+    uint64_t snapshot_load_ns;      /* of which loading the snapshot took this long */
+    uint64_t snapshot_op_last;      /* the newest snapshot written (or recovered from) */
 } sz_replica_info_t;
 
 typedef struct sz_replica sz_replica_t;
@@ -80,6 +139,8 @@ SZ_MUST_USE int sz_replica_open(const sz_replica_config_t *config, sz_replica_t 
 SZ_MUST_USE int sz_replica_run(sz_replica_t *replica);
 /* Any thread: asks the loop to finish what it has and return. */
 void sz_replica_stop(sz_replica_t *replica);
+/* Any thread, async-signal-safe (SIGUSR1): asks for a snapshot as soon as possible. */
+void sz_replica_snapshot_request(sz_replica_t *replica);
 /* Accepts NULL. Not while sz_replica_run() is running. */
 void sz_replica_close(sz_replica_t *replica);
 

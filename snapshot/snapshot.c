@@ -634,8 +634,9 @@ static int loader_ledger(loader_t *loader, const snapshot_header_t *header,
 }
 
 /* Opens name and reads and checks its header and section table into header (a block of
- * loader memory). cluster_id 0 accepts any cluster (sz_snapshot_info only). */
-static int loader_open(loader_t *loader, int directory_fd, sz_u128 cluster_id,
+ * loader memory). cluster_id NULL accepts any cluster (sz_snapshot_info only: 0 is a
+ * cluster id like any other, so loading always names the one it wants). */
+static int loader_open(loader_t *loader, int directory_fd, const sz_u128 *cluster_id,
                        snapshot_header_t *header, sz_ledger_image_t *image_out) {
     uint64_t op_unused = 0;
     if (name_parse(loader->name, &op_unused) == NAME_TMP) {
@@ -653,7 +654,7 @@ static int loader_open(loader_t *loader, int directory_fd, sz_u128 cluster_id,
     }
     int result = loader_read(loader, 0, header, SNAPSHOT_HEADER_SIZE, "the header");
     if (result == 0) {
-        result = header_check(loader, header, cluster_id == 0 ? header->cluster_id : cluster_id,
+        result = header_check(loader, header, cluster_id == NULL ? header->cluster_id : *cluster_id,
                               (uint64_t)status.st_size);
     }
     if (result == 0) result = sections_check(loader, header, image_out);
@@ -680,7 +681,7 @@ int sz_snapshot_load(int directory_fd, const char *name, sz_u128 cluster_id,
     snapshot_header_t *header = loader_memory(&loader);
     if (header == NULL) return problem_set(problem_out, name, 0, -ENOMEM, "mmap failed");
     sz_ledger_image_t image;
-    int result = loader_open(&loader, directory_fd, cluster_id, header, &image);
+    int result = loader_open(&loader, directory_fd, &cluster_id, header, &image);
     if (result < 0) goto done;
     result = sz_ledger_init(config, &ledger);
     if (result < 0) {
@@ -718,7 +719,8 @@ int sz_snapshot_info(int directory_fd, const char *name, sz_u128 cluster_id,
     snapshot_header_t *header = loader_memory(&loader);
     if (header == NULL) return problem_set(problem_out, name, 0, -ENOMEM, "mmap failed");
     sz_ledger_image_t image;
-    int result = loader_open(&loader, directory_fd, cluster_id, header, &image);
+    int result = loader_open(&loader, directory_fd, cluster_id == 0 ? NULL : &cluster_id,
+                             header, &image);
     if (result == 0) {
         info_out->meta = (sz_snapshot_meta_t){
             .cluster_id = header->cluster_id, .op = header->op, .timestamp = header->timestamp,

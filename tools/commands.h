@@ -16,6 +16,7 @@ int sz_command_format(int argc, char **argv);
 int sz_command_inspect(int argc, char **argv);
 int sz_command_project(int argc, char **argv);
 int sz_command_replay(int argc, char **argv);
+int sz_command_snapshot(int argc, char **argv);
 int sz_command_start(int argc, char **argv);
 
 #endif

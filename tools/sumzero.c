@@ -29,6 +29,7 @@ static const command_t commands[] = {
     {"inspect", sz_command_inspect, "list and verify the journal's entries; --op N dumps one"},
     {"project", sz_command_project, "project committed ops into Postgres (and Kafka); --verify checks it"},
     {"replay", sz_command_replay, "rebuild the state from the journal; print the digest"},
+    {"snapshot", sz_command_snapshot, "ask the running server for a snapshot now and wait for it"},
     {"start", sz_command_start, "run the server (formats ./data if new); SIGTERM drains and stops"},
     {"version", command_version, "print the version"},
 };

@@ -10,17 +10,26 @@
  * maximum are refused; pending transfers expire through journaled expire ops; a journal
  * write failure stops the loop without acknowledging anything that was not durable;
  * stopping drains what was popped; recovery into smaller capacities names the op and the
- * flag; an idle ledger thread uses no CPU. */
+ * flag; an idle ledger thread uses no CPU.
+ * Snapshots (real files in DATA/snapshots, written by the forked child): a restart from a
+ * snapshot keeps the digest and answers exact retries from the snapshot's sessions and the
+ * journal tail; a damaged newest snapshot falls back to the previous one, then to the
+ * whole journal, each with a snapshot_invalid line; a snapshot of another history (its
+ * chain head is not the journal's entry) is not used; a snapshot past the journal's end is
+ * refused; pruning keeps the newest K. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "replica/replica.h"
+#include "snapshot/snapshot.h"
 
 #define CLUSTER_ID ((sz_u128)0xC1u)
 #define MESSAGE_COUNT 16u
@@ -49,6 +58,10 @@ typedef struct fixture {
     _Atomic uint64_t replies_pushed_count;
     _Atomic uint64_t clock_ns; /* 0: the real clock */
     uint64_t trace_next;
+    int snapshots_fd; /* DATA/snapshots once enabled, else -1 */
+    pthread_mutex_t log_mutex;
+    char log[32768]; /* every line the replica logged, each ending in a newline */
+    size_t log_length;
 } fixture_t;
 
 static uint64_t monotonic_ns(void) {
@@ -64,6 +77,19 @@ static uint64_t fixture_clock(void *context) {
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+}
+
+static void fixture_log(const char *line, void *context) {
+    fixture_t *fixture = context;
+    pthread_mutex_lock(&fixture->log_mutex);
+    size_t length = strlen(line);
+    if (fixture->log_length + length + 2 < sizeof(fixture->log)) {
+        memcpy(fixture->log + fixture->log_length, line, length);
+        fixture->log_length += length;
+        fixture->log[fixture->log_length++] = '\n';
+        fixture->log[fixture->log_length] = '\0';
+    }
+    pthread_mutex_unlock(&fixture->log_mutex);
 }
 
 static void fixture_on_replies(void *context) {
@@ -84,6 +110,8 @@ static sz_ledger_config_t ledger_roomy(void) { return ledger_config(1000, 100000
 static void fixture_init(fixture_t *fixture, bool in_memory, sz_ledger_config_t ledger) {
     memset(fixture, 0, sizeof(*fixture));
     fixture->in_memory = in_memory;
+    fixture->snapshots_fd = -1;
+    pthread_mutex_init(&fixture->log_mutex, NULL);
     if (in_memory) {
         cr_assert_eq(sz_storage_fault_init(&fixture->storage), 0);
     } else {
@@ -111,6 +139,7 @@ static void fixture_init(fixture_t *fixture, bool in_memory, sz_ledger_config_t 
         .context = fixture,
         .metrics = &fixture->metrics,
         .clock_now_ns = fixture_clock,
+        .log = fixture_log,
     };
 }
 
@@ -171,6 +200,8 @@ static void fixture_deinit(fixture_t *fixture) {
     sz_ring_deinit(&fixture->requests);
     sz_ring_deinit(&fixture->replies);
     free(fixture->messages);
+    if (fixture->snapshots_fd >= 0) close(fixture->snapshots_fd);
+    pthread_mutex_destroy(&fixture->log_mutex);
     if (!fixture->in_memory) {
         char command[128];
         snprintf(command, sizeof(command), "rm -rf %s", fixture->directory);
@@ -973,5 +1004,280 @@ Test(replica, many_small_writes_share_group_commits) {
     cr_assert_eq(ops, 1 + ROUNDS * MESSAGE_COUNT);
     cr_assert_lt(writes, ops, "some writes carried several ops");
     cr_assert(account_lookup(&fixture, 2).credits_posted == ROUNDS * MESSAGE_COUNT);
+    fixture_deinit(&fixture);
+}
+
+/* ---- snapshots ---- */
+
+static void fixture_snapshots_enable(fixture_t *fixture, uint32_t keep_count) {
+    cr_assert(!fixture->in_memory);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/%s", fixture->directory, SZ_SNAPSHOT_DIRECTORY);
+    cr_assert(mkdir(path, 0755) == 0 || errno == EEXIST);
+    fixture->snapshots_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    cr_assert_geq(fixture->snapshots_fd, 0);
+    fixture->config.snapshots = (sz_replica_snapshots_t){
+        .enabled = true, .directory_fd = fixture->snapshots_fd, .keep_count = keep_count};
+}
+
+/* Asks for a snapshot and waits (with a deadline) until the file of op is the newest; it
+ * is complete once it has its name. */
+static void snapshot_take(fixture_t *fixture, uint64_t op) {
+    sz_replica_snapshot_request(fixture->replica);
+    uint64_t deadline_ns = monotonic_ns() + REPLY_TIMEOUT_NS;
+    while (true) {
+        uint64_t newest = 0;
+        int count = sz_snapshot_list(fixture->snapshots_fd, &newest, 1);
+        cr_assert_geq(count, 0);
+        if (count >= 1 && newest == op) return;
+        cr_assert_lt(monotonic_ns(), deadline_ns, "no snapshot of op %llu within 10 s; log:\n%s",
+                     (unsigned long long)op, fixture->log);
+        struct timespec pause = {.tv_nsec = 1000000};
+        nanosleep(&pause, NULL);
+    }
+}
+
+static void snapshot_path(const fixture_t *fixture, uint64_t op, char *path, size_t size) {
+    char name[SZ_SNAPSHOT_NAME_SIZE];
+    sz_snapshot_name(op, name);
+    snprintf(path, size, "%s/%s/%s", fixture->directory, SZ_SNAPSHOT_DIRECTORY, name);
+}
+
+static bool log_has(fixture_t *fixture, const char *text) {
+    pthread_mutex_lock(&fixture->log_mutex);
+    bool found = strstr(fixture->log, text) != NULL;
+    pthread_mutex_unlock(&fixture->log_mutex);
+    return found;
+}
+
+static void digest_assert_equal(const sz_replica_info_t *a, const sz_replica_info_t *b) {
+    cr_assert(a->digest.low == b->digest.low && a->digest.high == b->digest.high,
+              "same digest");
+    cr_assert_eq(a->op_committed, b->op_committed);
+    cr_assert_eq(a->timestamp_last, b->timestamp_last);
+}
+
+/* A batch of count transfers among accounts 1..8, ids from first; every 4th fails. */
+static sz_message_t *transfers_call(fixture_t *fixture, sz_u128 client_id,
+                                    uint32_t request_number, uint32_t first, uint32_t count,
+                                    sz_transfer_t *transfers_out) {
+    for (uint32_t index = 0; index < count; index++) {
+        transfers_out[index] =
+            transfer(first + index, index % 8 + 1, (index + 3) % 8 + 1, index + 1, 0, 0);
+        if (index % 4 == 0) transfers_out[index].credit_account_id = 77;
+    }
+    return call(fixture, SZ_OPERATION_CREATE_TRANSFERS, client_id, request_number,
+                transfers_out, count * (uint32_t)sizeof(sz_transfer_t), SZ_STATUS_OK);
+}
+
+/* The retry is answered with exactly the reply recorded in original (op, T, results). */
+static void retry_assert_cached(fixture_t *fixture, sz_u128 client_id, uint32_t request_number,
+                                const sz_transfer_t *transfers, uint32_t count,
+                                const sz_frame_header_t *original, const uint8_t *body) {
+    sz_message_t *reply = call(fixture, SZ_OPERATION_CREATE_TRANSFERS, client_id, request_number,
+                               transfers, count * (uint32_t)sizeof(sz_transfer_t), SZ_STATUS_OK);
+    const sz_frame_header_t *again = sz_message_reply_header(reply);
+    cr_assert_eq(again->op, original->op);
+    cr_assert_eq(again->timestamp, original->timestamp);
+    cr_assert_eq(again->body_size, original->body_size);
+    cr_assert_eq(memcmp(reply_body(reply), body, original->body_size), 0);
+    message_free(fixture, reply);
+}
+
+Test(replica, a_restart_from_a_snapshot_keeps_the_digest_and_the_cached_replies) {
+    fixture_t fixture;
+    fixture_init(&fixture, false, ledger_roomy());
+    fixture_snapshots_enable(&fixture, 3);
+    fixture_open(&fixture);
+    fixture_start(&fixture);
+    accounts_create(&fixture, CLIENT_A, 1, 1, 8);
+    static sz_transfer_t in_snapshot[40], in_tail[24];
+    uint8_t body_snapshot[40 * sizeof(sz_create_result_t)];
+    uint8_t body_tail[24 * sizeof(sz_create_result_t)];
+    sz_message_t *reply = transfers_call(&fixture, CLIENT_B, 5, 100, 40, in_snapshot);
+    sz_frame_header_t original_snapshot = *sz_message_reply_header(reply);
+    cr_assert_eq(original_snapshot.body_size, 10 * sizeof(sz_create_result_t));
+    memcpy(body_snapshot, reply_body(reply), original_snapshot.body_size);
+    message_free(&fixture, reply);
+    snapshot_take(&fixture, 2);
+    /* Written after the snapshot: only the journal's tail has it. */
+    reply = transfers_call(&fixture, CLIENT_C, 9, 200, 24, in_tail);
+    sz_frame_header_t original_tail = *sz_message_reply_header(reply);
+    memcpy(body_tail, reply_body(reply), original_tail.body_size);
+    message_free(&fixture, reply);
+    sz_replica_info_t before = info_stopped(&fixture);
+    cr_assert_eq(before.op_committed, 3);
+    cr_assert_eq(before.snapshot_op_last, 2);
+    cr_assert(log_has(&fixture, "msg=snapshot_written op=2 "), "%s", fixture.log);
+    cr_assert_eq(atomic_load(&fixture.metrics.snapshots_written), 1);
+    cr_assert_eq(atomic_load(&fixture.metrics.snapshot_pause_us.count), 1);
+
+    fixture_restart(&fixture);
+    sz_replica_info_t after = info_stopped(&fixture);
+    cr_assert_eq(after.snapshot_op_recovered, 2, "recovered from the snapshot");
+    cr_assert_eq(after.op_count_replayed, 1, "then the journal after it");
+    digest_assert_equal(&after, &before);
+    cr_assert_eq(after.ledger.transfer_count, before.ledger.transfer_count);
+
+    retry_assert_cached(&fixture, CLIENT_B, 5, in_snapshot, 40, &original_snapshot,
+                        body_snapshot);
+    retry_assert_cached(&fixture, CLIENT_C, 9, in_tail, 24, &original_tail, body_tail);
+    reply = call(&fixture, SZ_OPERATION_CREATE_TRANSFERS, CLIENT_B, 4, in_snapshot,
+                 sizeof(in_snapshot), SZ_STATUS_REQUEST_STALE);
+    message_free(&fixture, reply);
+    reply = call(&fixture, SZ_OPERATION_CREATE_TRANSFERS, CLIENT_B, 5, in_tail,
+                 sizeof(in_tail), SZ_STATUS_REQUEST_CONFLICT);
+    message_free(&fixture, reply);
+    sz_replica_info_t last = info_stopped(&fixture);
+    cr_assert_eq(last.op_last, 3, "no retry was applied again");
+    digest_assert_equal(&last, &before);
+    fixture_deinit(&fixture);
+}
+
+static void file_flip_byte(const char *path, uint64_t offset) {
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+    uint8_t byte = 0;
+    cr_assert_eq(pread(fd, &byte, 1, (off_t)offset), 1);
+    byte ^= 0x10;
+    cr_assert_eq(pwrite(fd, &byte, 1, (off_t)offset), 1);
+    close(fd);
+}
+
+static uint64_t file_size(const char *path) {
+    struct stat status;
+    cr_assert_eq(stat(path, &status), 0, "%s: %s", path, strerror(errno));
+    return (uint64_t)status.st_size;
+}
+
+Test(replica, a_damaged_newest_snapshot_falls_back_to_the_previous_then_to_the_journal) {
+    fixture_t fixture;
+    fixture_init(&fixture, false, ledger_roomy());
+    fixture_snapshots_enable(&fixture, 3);
+    fixture_open(&fixture);
+    fixture_start(&fixture);
+    accounts_create(&fixture, CLIENT_A, 1, 1, 8);
+    static sz_transfer_t transfers[64];
+    for (uint32_t round = 0; round < 3; round++) {
+        message_free(&fixture, transfers_call(&fixture, CLIENT_B, round + 1, 1000 * (round + 1),
+                                              64, transfers));
+        if (round < 2) snapshot_take(&fixture, round + 2);
+    }
+    sz_replica_info_t before = info_stopped(&fixture);
+    cr_assert_eq(before.op_committed, 4);
+
+    /* A bit flipped in the middle of the newest: the previous one is used. */
+    char path[256];
+    snapshot_path(&fixture, 3, path, sizeof(path));
+    file_flip_byte(path, file_size(path) / 2);
+    fixture_restart(&fixture);
+    sz_replica_info_t after = info_stopped(&fixture);
+    cr_assert(log_has(&fixture, "msg=snapshot_invalid name=snapshot.00000000000000000003 "),
+              "%s", fixture.log);
+    cr_assert_eq(after.snapshot_op_recovered, 2);
+    cr_assert_eq(after.op_count_replayed, 2);
+    digest_assert_equal(&after, &before);
+
+    /* And the previous one cut short too: the whole journal. */
+    snapshot_path(&fixture, 2, path, sizeof(path));
+    cr_assert_eq(truncate(path, (off_t)(file_size(path) * 2 / 3)), 0);
+    fixture_restart(&fixture);
+    after = info_stopped(&fixture);
+    cr_assert(log_has(&fixture, "msg=snapshot_invalid name=snapshot.00000000000000000002 "),
+              "%s", fixture.log);
+    cr_assert_eq(after.snapshot_op_recovered, 0);
+    cr_assert_eq(after.op_count_replayed, 4);
+    digest_assert_equal(&after, &before);
+    printf("fallback log:\n%s", fixture.log);
+    fixture_deinit(&fixture);
+}
+
+/* Copies snapshot op of one data directory into another's snapshots. */
+static void snapshot_copy(const fixture_t *source, const fixture_t *target, uint64_t op) {
+    char from[256], to[256], command[600];
+    snapshot_path(source, op, from, sizeof(from));
+    snapshot_path(target, op, to, sizeof(to));
+    snprintf(command, sizeof(command), "cp '%s' '%s'", from, to);
+    cr_assert_eq(system(command), 0);
+}
+
+Test(replica, a_snapshot_of_another_history_is_not_used_and_one_past_the_journal_is_refused) {
+    fixture_t first, second;
+    fixture_init(&first, false, ledger_roomy());
+    fixture_snapshots_enable(&first, 3);
+    fixture_open(&first);
+    fixture_start(&first);
+    accounts_create(&first, CLIENT_A, 1, 1, 8);
+    static sz_transfer_t transfers[16];
+    message_free(&first, transfers_call(&first, CLIENT_B, 1, 10, 16, transfers));
+    message_free(&first, transfers_call(&first, CLIENT_B, 2, 30, 16, transfers));
+    snapshot_take(&first, 3);
+    cr_assert_eq(fixture_stop(&first), 0);
+
+    /* Same cluster, other ops: four of them, so op 3 exists with another chain head. */
+    fixture_init(&second, false, ledger_roomy());
+    fixture_snapshots_enable(&second, 3);
+    fixture_open(&second);
+    fixture_start(&second);
+    accounts_create(&second, CLIENT_A, 1, 1, 8);
+    for (uint32_t round = 0; round < 3; round++) {
+        message_free(&second, transfers_call(&second, CLIENT_C, round + 1, 500 + 20 * round, 8,
+                                             transfers));
+    }
+    sz_replica_info_t before = info_stopped(&second);
+    cr_assert_eq(before.op_committed, 4);
+    snapshot_copy(&first, &second, 3);
+    fixture_restart(&second);
+    sz_replica_info_t after = info_stopped(&second);
+    cr_assert(log_has(&second, "msg=snapshot_invalid name=snapshot.00000000000000000003 "),
+              "%s", second.log);
+    cr_assert_eq(after.snapshot_op_recovered, 0, "the whole journal instead");
+    digest_assert_equal(&after, &before);
+    cr_assert_eq(fixture_stop(&second), 0);
+    fixture_close(&second);
+
+    /* A journal that ends at op 1 under a snapshot of op 3: refused, nothing loaded. */
+    fixture_t third;
+    fixture_init(&third, false, ledger_roomy());
+    fixture_snapshots_enable(&third, 3);
+    fixture_open(&third);
+    fixture_start(&third);
+    accounts_create(&third, CLIENT_A, 1, 1, 8);
+    cr_assert_eq(fixture_stop(&third), 0);
+    fixture_close(&third);
+    snapshot_copy(&first, &third, 3);
+    sz_storage_deinit(third.storage);
+    cr_assert_eq(sz_storage_uring_init(third.directory, &third.storage), 0);
+    third.config.storage = third.storage;
+    sz_journal_problem_t problem;
+    int result = fixture_open_result(&third, &problem);
+    cr_assert_eq(result, -EUCLEAN, "open: %s", strerror(-result));
+    cr_assert(strstr(problem.reason, "journal ends at op 1") != NULL, "%s", problem.reason);
+    printf("refusal: %s: %s\n", problem.file, problem.reason);
+    fixture_deinit(&third);
+    fixture_deinit(&second);
+    fixture_deinit(&first);
+}
+
+Test(replica, pruning_keeps_the_newest_snapshots) {
+    fixture_t fixture;
+    fixture_init(&fixture, false, ledger_roomy());
+    fixture_snapshots_enable(&fixture, 2);
+    fixture_open(&fixture);
+    fixture_start(&fixture);
+    accounts_create(&fixture, CLIENT_A, 1, 1, 8);
+    static sz_transfer_t transfers[8];
+    for (uint32_t round = 0; round < 4; round++) {
+        message_free(&fixture, transfers_call(&fixture, CLIENT_B, round + 1, 100 + 10 * round, 8,
+                                              transfers));
+        snapshot_take(&fixture, round + 2);
+    }
+    cr_assert_eq(fixture_stop(&fixture), 0); /* waits for the last child */
+    uint64_t ops[8];
+    int count = sz_snapshot_list(fixture.snapshots_fd, ops, 8);
+    cr_assert_eq(count, 2);
+    cr_assert_eq(ops[0], 5);
+    cr_assert_eq(ops[1], 4);
+    fixture_start(&fixture);
     fixture_deinit(&fixture);
 }

@@ -16,6 +16,10 @@
  *   with the same id: each comes back ok or exists, after which every transfer submitted so
  *   far is present once and the balances equal the sums over all of them, exactly. Then the
  *   next cycle loads more. SUMZERO_KILLS cycles (default 5).
+ * - The same with snapshots on (one every 3 ops, so kills land while a snapshot process
+ *   writes): every acknowledged transfer present after each restart, and at the end the
+ *   server's digest (recovered from snapshots and journal tails) equals the digest of a
+ *   full replay of the journal from op 1 (`sumzero replay`).
  * - SIGTERM under load: the server exits 0; after the restart the transfers present are
  *   exactly the acknowledged ones (every write it took was answered, none applied
  *   silently), with the same balances.
@@ -43,6 +47,12 @@ static const char *const server_args[] = {
     "--accounts-max", "64", "--transfers-max", "1048576", "--pending-max", "65536",
     "--history-max", "131072", NULL,
 };
+static const char *const snapshot_args[] = {
+    "--accounts-max", "64", "--transfers-max", "1048576", "--pending-max", "65536",
+    "--history-max", "131072", "--snapshot-every-ops", "3", "--snapshot-keep", "2", NULL,
+};
+/* The arguments of the test running now. */
+static const char *const *restart_args = server_args;
 
 typedef enum fate {
     FATE_NONE = 0,      /* never submitted */
@@ -278,7 +288,7 @@ static sumzero_client_t *client_open(const sz_test_server_t *server) {
 }
 
 static void server_start(sz_test_server_t *server, const char *directory) {
-    int result = sz_test_server_start(server, directory, server_args);
+    int result = sz_test_server_start(server, directory, restart_args);
     if (result != 0) sz_test_server_dump_log(server);
     cr_assert_eq(result, 0, "server start: %s", strerror(-result));
 }
@@ -412,69 +422,129 @@ static void directory_remove(const char *directory) {
     cr_assert_eq(system(command), 0);
 }
 
-Test(restart, a_sigkill_under_load_loses_no_acknowledged_transfer, .timeout = 120) {
+/* The line of the log that starts with msg (the last one), or "" (for the report). */
+static void log_line(const sz_test_server_t *server, const char *msg, char *line_out,
+                     size_t size) {
+    line_out[0] = '\0';
+    FILE *log = fopen(server->log_path, "r");
+    if (log == NULL) return;
+    char text[4096];
+    while (fgets(text, sizeof(text), log) != NULL) {
+        if (strstr(text, msg) != NULL) snprintf(line_out, size, "%.1000s", text);
+    }
+    fclose(log);
+}
+
+/* SUMZERO_KILLS cycles of load and SIGKILL in directory; returns the restarts that
+ * recovered from a snapshot. The server is left running (stopped by the caller). */
+static uint32_t sigkill_cycles(char *directory, sz_test_server_t *server, loader_t *loader) {
     uint64_t seed = seed_get();
     uint32_t kills = kills_get();
     printf("test_restart: SUMZERO_SEED=%llu SUMZERO_KILLS=%u\n", (unsigned long long)seed, kills);
     fflush(stdout);
-    char directory[] = "/tmp/sz_test_restart_XXXXXX";
     directory_make(directory);
-    static loader_t loader;
-    loader_init(&loader, seed);
+    loader_init(loader, seed);
     uint8_t *present = calloc(TRANSFER_COUNT_MAX, 1);
     cr_assert_not_null(present);
     uint64_t random = seed;
-
-    sz_test_server_t server;
-    server_start(&server, directory);
-    sumzero_client_t *client = client_open(&server);
+    uint32_t from_snapshot = 0;
+    server_start(server, directory);
+    sumzero_client_t *client = client_open(server);
     accounts_create(client);
     for (uint32_t kill_index = 0; kill_index < kills; kill_index++) {
         random = hash_mix(random);
         uint64_t acked_target = 1 + random % ACKED_BATCHES_MAX;
-        loader_run(&loader, client, &server, acked_target, SIGKILL);
+        loader_run(loader, client, server, acked_target, SIGKILL);
         /* Signal 0: the loader has sent SIGKILL already; just wait for the exit. */
-        int status = sz_test_server_stop(&server, 0);
+        int status = sz_test_server_stop(server, 0);
         cr_assert_eq(status, 128 + SIGKILL, "the server was not killed: %d", status);
         /* Whatever was still out fails (-ECANCELED): its fate is what the check finds. */
         sumzero_client_close(client);
-        cr_assert_eq(loader.batches_out, 0);
-        cr_assert_eq(loader.failures, 0, "%llu transfers failed under load, first: %s",
-                     (unsigned long long)loader.failures,
-                     sumzero_create_transfer_result_name(loader.failure_first));
+        cr_assert_eq(loader->batches_out, 0);
+        cr_assert_eq(loader->failures, 0, "%llu transfers failed under load, first: %s",
+                     (unsigned long long)loader->failures,
+                     sumzero_create_transfer_result_name(loader->failure_first));
 
-        server_start(&server, directory);
-        client = client_open(&server);
+        server_start(server, directory);
+        client = client_open(server);
         uint64_t acked = 0;
-        for (uint32_t transfer = 0; transfer < loader.transfer_next; transfer++) {
-            acked += loader.fates[transfer] == FATE_ACKED;
+        for (uint32_t transfer = 0; transfer < loader->transfer_next; transfer++) {
+            acked += loader->fates[transfer] == FATE_ACKED;
         }
-        uint64_t present_count = transfers_check(client, &loader, present);
-        balances_check(client, &loader, present);
+        char recovered[1024];
+        log_line(server, "msg=recovered ", recovered, sizeof(recovered));
+        const char *snapshot_op = strstr(recovered, "snapshot_op=");
+        if (snapshot_op != NULL && strtoull(snapshot_op + 12, NULL, 10) > 0) from_snapshot++;
+        uint64_t present_count = transfers_check(client, loader, present);
+        balances_check(client, loader, present);
         uint64_t resent = 0, existed = 0;
-        unacknowledged_resubmit(client, &loader, &resent, &existed);
-        for (uint32_t transfer = 0; transfer < loader.transfer_next; transfer++) {
-            cr_assert_eq(loader.fates[transfer], FATE_ACKED);
+        unacknowledged_resubmit(client, loader, &resent, &existed);
+        for (uint32_t transfer = 0; transfer < loader->transfer_next; transfer++) {
+            cr_assert_eq(loader->fates[transfer], FATE_ACKED);
         }
-        cr_assert_eq(transfers_check(client, &loader, present), loader.transfer_next);
-        balances_check(client, &loader, present);
+        cr_assert_eq(transfers_check(client, loader, present), loader->transfer_next);
+        balances_check(client, loader, present);
         printf("kill %u: after %llu acknowledged batches, %u out: %u transfers submitted, "
                "%llu acked, %llu present after restart; %llu sent again, %llu of them had been "
                "applied\n",
-               kill_index + 1, (unsigned long long)acked_target, loader.out_at_stop,
-               loader.transfer_next,
+               kill_index + 1, (unsigned long long)acked_target, loader->out_at_stop,
+               loader->transfer_next,
                (unsigned long long)acked, (unsigned long long)present_count,
                (unsigned long long)resent, (unsigned long long)existed);
         fflush(stdout);
     }
     sumzero_client_close(client);
-    cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
     free(present);
+    return from_snapshot;
+}
+
+Test(restart, a_sigkill_under_load_loses_no_acknowledged_transfer, .timeout = 120) {
+    char directory[] = "/tmp/sz_test_restart_XXXXXX";
+    static loader_t loader;
+    sz_test_server_t server;
+    restart_args = server_args;
+    (void)sigkill_cycles(directory, &server, &loader);
+    cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
     loader_deinit(&loader);
     directory_remove(directory);
 }
 
+Test(restart, a_sigkill_under_load_with_snapshots_on_loses_nothing_and_keeps_the_digest,
+     .timeout = 180) {
+    char directory[] = "/tmp/sz_test_restart_snapshots_XXXXXX";
+    static loader_t loader;
+    sz_test_server_t server;
+    restart_args = snapshot_args;
+    uint32_t from_snapshot = sigkill_cycles(directory, &server, &loader);
+    cr_assert_eq(sz_test_server_stop(&server, SIGTERM), 0);
+    char line[1024];
+    log_line(&server, "msg=stopped ", line, sizeof(line));
+    const char *digest = strstr(line, "digest=");
+    cr_assert_not_null(digest, "no stopped line: %s", line);
+    char command[512], output[4096];
+    snprintf(command, sizeof(command),
+             "%s replay --accounts-max 64 --transfers-max 1048576 --pending-max 65536 "
+             "--history-max 131072 '%s' 2>&1", sz_test_server_binary(), directory);
+    FILE *pipe = popen(command, "r");
+    cr_assert_not_null(pipe);
+    size_t length = fread(output, 1, sizeof(output) - 1, pipe);
+    output[length] = '\0';
+    cr_assert_eq(pclose(pipe), 0, "replay: %s", output);
+    const char *replayed = strstr(output, "digest=");
+    cr_assert_not_null(replayed, "%s", output);
+    cr_assert_eq(strncmp(digest, replayed, 7 + 32), 0,
+                 "the server (from snapshots) and a full replay disagree: %.39s, %.39s", digest,
+                 replayed);
+    printf("snapshots: %u of the restarts recovered from a snapshot; %.39s\n", from_snapshot,
+           digest);
+    cr_assert_gt(from_snapshot, 0, "no restart used a snapshot");
+    loader_deinit(&loader);
+    directory_remove(directory);
+}
+
+
 Test(restart, sigterm_answers_every_write_it_took_and_exits_zero, .timeout = 120) {
+    restart_args = server_args;
     uint64_t seed = seed_get();
     printf("test_restart: SUMZERO_SEED=%llu\n", (unsigned long long)seed);
     fflush(stdout);
