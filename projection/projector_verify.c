@@ -90,47 +90,62 @@ static int verify_count(verify_t *verify, const char *what, const char *sql, uin
     return 0;
 }
 
-/* Compares every account row with the ledger's account, streaming the rows. */
+/* Compares one account row with the ledger's account: true if equal; else reports it
+ * (the first ten). */
+static bool verify_account_row(verify_t *verify, const PGresult *result, uint64_t differing) {
+    const sz_ledger_t *ledger = sz_learner_ledger(verify->learner);
+    sz_u128 values[5];
+    bool parsed = true;
+    for (int column = 0; column < 5; column++) {
+        parsed = parsed && sz_u128_parse(PQgetvalue(result, 0, column), &values[column]) == 0;
+    }
+    sz_account_t account;
+    bool found = parsed && sz_ledger_lookup_accounts(ledger, &values[0], 1, &account) == 1;
+    bool equal = found && account.debits_pending == values[1] &&
+                 account.debits_posted == values[2] && account.credits_pending == values[3] &&
+                 account.credits_posted == values[4] &&
+                 strtoull(PQgetvalue(result, 0, 5), NULL, 10) == account.ledger &&
+                 strtoull(PQgetvalue(result, 0, 6), NULL, 10) == account.code &&
+                 strtoull(PQgetvalue(result, 0, 7), NULL, 10) == account.flags;
+    if (!equal && differing < 10) {
+        fprintf(verify->report, "  account %s: %s\n", PQgetvalue(result, 0, 0),
+                !parsed  ? "a value that is not a u128"
+                : !found ? "not in the ledger"
+                         : "balances or fields differ from the ledger's");
+    }
+    return equal;
+}
+
+/* Compares every account row with the ledger's account, one row at a time (libpq's
+ * single-row mode), so millions of accounts never sit in memory at once. */
 static int verify_accounts(verify_t *verify) {
     PGconn *connection = sz_postgres_connection(verify->sink);
-    PGresult *result = PQexec(connection,
-                              "SELECT id, debits_pending, debits_posted, credits_pending, "
-                              "credits_posted, ledger, code, flags FROM sumzero.accounts");
-    if (PQresultStatus(result) != PGRES_TUPLES_OK) {
+    if (PQsendQuery(connection, "SELECT id, debits_pending, debits_posted, credits_pending, "
+                                "credits_posted, ledger, code, flags FROM sumzero.accounts") != 1 ||
+        PQsetSingleRowMode(connection) != 1) {
         snprintf(verify->error, verify->error_size, "postgres: read the accounts: %s",
-                 PQresultErrorMessage(result));
-        PQclear(result);
+                 PQerrorMessage(connection));
         return -EIO;
     }
-    const sz_ledger_t *ledger = sz_learner_ledger(verify->learner);
     uint64_t differing = 0;
-    int rows = PQntuples(result);
-    for (int row = 0; row < rows; row++) {
-        sz_u128 values[5];
-        bool parsed = true;
-        for (int column = 0; column < 5; column++) {
-            parsed = parsed && sz_u128_parse(PQgetvalue(result, row, column), &values[column]) == 0;
+    uint64_t rows = 0;
+    int outcome = 0;
+    PGresult *result;
+    while ((result = PQgetResult(connection)) != NULL) {
+        ExecStatusType status = PQresultStatus(result);
+        if (status == PGRES_SINGLE_TUPLE) {
+            if (!verify_account_row(verify, result, differing)) differing++;
+            rows++;
+        } else if (status != PGRES_TUPLES_OK && outcome == 0) {
+            snprintf(verify->error, verify->error_size, "postgres: read the accounts: %s",
+                     PQresultErrorMessage(result));
+            outcome = -EIO;
         }
-        sz_account_t account;
-        bool found = parsed && sz_ledger_lookup_accounts(ledger, &values[0], 1, &account) == 1;
-        bool equal = found && account.debits_pending == values[1] &&
-                     account.debits_posted == values[2] && account.credits_pending == values[3] &&
-                     account.credits_posted == values[4] &&
-                     strtoull(PQgetvalue(result, row, 5), NULL, 10) == account.ledger &&
-                     strtoull(PQgetvalue(result, row, 6), NULL, 10) == account.code &&
-                     strtoull(PQgetvalue(result, row, 7), NULL, 10) == account.flags;
-        if (equal) continue;
-        if (differing < 10) {
-            fprintf(verify->report, "  account %s: %s\n", PQgetvalue(result, row, 0),
-                    !parsed  ? "a value that is not a u128"
-                    : !found ? "not in the ledger"
-                             : "balances or fields differ from the ledger's");
-        }
-        differing++;
+        PQclear(result);
     }
-    PQclear(result);
-    fprintf(verify->report, "%-44s %" PRIu64 " of %d differ  %s\n", "account balances", differing,
-            rows, differing == 0 ? "ok" : "MISMATCH");
+    if (outcome < 0) return outcome;
+    fprintf(verify->report, "%-44s %" PRIu64 " of %" PRIu64 " differ  %s\n", "account balances",
+            differing, rows, differing == 0 ? "ok" : "MISMATCH");
     if (differing != 0) verify->mismatch_count++;
     return 0;
 }
