@@ -9,6 +9,9 @@
 #include "journal_tool.h"
 #include "projection/projector.h"
 
+/* Enough for any client setting an operator needs (security, timeouts, batching). */
+#define PROJECT_KAFKA_PROPERTIES_MAX 32
+
 typedef struct project_arguments {
     const char *address;
     const char *journal;
@@ -17,6 +20,9 @@ typedef struct project_arguments {
     const char *kafka_topic;
     const char *kafka_rejected_topic;
     sz_kafka_key_t kafka_key;
+    /* --kafka-property NAME=VALUE, in order, NULL-terminated. */
+    const char *kafka_properties[PROJECT_KAFKA_PROPERTIES_MAX + 1];
+    uint32_t kafka_property_count;
     sz_u128 cluster_id;
     bool verify;
     bool follow;
@@ -46,6 +52,8 @@ static void project_usage(FILE *stream) {
             "  --kafka-topic NAME      default sumzero.transfers\n"
             "  --kafka-rejected-topic NAME  also send rejected events there\n"
             "  --kafka-key KEY         transfer (default), debit or credit: the account id key\n"
+            "  --kafka-property NAME=VALUE  a librdkafka producer setting (repeatable; applied\n"
+            "                          after the sink's own, e.g. security.protocol=ssl)\n"
             "  --verify                compare Postgres with the ledger rebuilt up to the\n"
             "                          projector's position; exit 1 on a mismatch\n"
             "  --batch-rows N          rows per Postgres transaction at most (default %u)\n"
@@ -92,7 +100,7 @@ static int project_capacities(const char *capacities[4], sz_ledger_config_t *led
 
 static int project_parse(int argc, char **argv, project_arguments_t *arguments) {
     enum { ADDRESS = 256, CLUSTER, JOURNAL, FOLLOW, POSTGRES, BROKERS, TOPIC, REJECTED, KEY,
-           VERIFY, BATCH_ROWS, BATCH_MS, ACCOUNTS, TRANSFERS, PENDING, HISTORY, HELP };
+           PROPERTY, VERIFY, BATCH_ROWS, BATCH_MS, ACCOUNTS, TRANSFERS, PENDING, HISTORY, HELP };
     static const struct option long_options[] = {
         {"address", required_argument, NULL, ADDRESS},
         {"cluster", required_argument, NULL, CLUSTER},
@@ -103,6 +111,7 @@ static int project_parse(int argc, char **argv, project_arguments_t *arguments) 
         {"kafka-topic", required_argument, NULL, TOPIC},
         {"kafka-rejected-topic", required_argument, NULL, REJECTED},
         {"kafka-key", required_argument, NULL, KEY},
+        {"kafka-property", required_argument, NULL, PROPERTY},
         {"verify", no_argument, NULL, VERIFY},
         {"batch-rows", required_argument, NULL, BATCH_ROWS},
         {"batch-ms", required_argument, NULL, BATCH_MS},
@@ -140,6 +149,15 @@ static int project_parse(int argc, char **argv, project_arguments_t *arguments) 
                 return EX_USAGE;
             }
             break;
+        case PROPERTY:
+            if (strchr(optarg, '=') == NULL || optarg[0] == '=' ||
+                arguments->kafka_property_count == PROJECT_KAFKA_PROPERTIES_MAX) {
+                fprintf(stderr, "sumzero project: --kafka-property takes NAME=VALUE (at most "
+                                "%u of them)\n", PROJECT_KAFKA_PROPERTIES_MAX);
+                return EX_USAGE;
+            }
+            arguments->kafka_properties[arguments->kafka_property_count++] = optarg;
+            break;
         case VERIFY: arguments->verify = true; break;
         case BATCH_ROWS:
         case BATCH_MS: {
@@ -175,8 +193,10 @@ static int project_parse(int argc, char **argv, project_arguments_t *arguments) 
         return EX_USAGE;
     }
     if (arguments->kafka_brokers == NULL &&
-        (arguments->kafka_topic != NULL || arguments->kafka_rejected_topic != NULL)) {
-        fprintf(stderr, "sumzero project: --kafka-topic needs --kafka-brokers\n");
+        (arguments->kafka_topic != NULL || arguments->kafka_rejected_topic != NULL ||
+         arguments->kafka_property_count > 0)) {
+        fprintf(stderr, "sumzero project: --kafka-topic, --kafka-rejected-topic and "
+                        "--kafka-property need --kafka-brokers\n");
         return EX_USAGE;
     }
     return project_capacities(capacities, &arguments->options.ledger);
@@ -252,6 +272,7 @@ int sz_command_project(int argc, char **argv) {
         .topic = arguments.kafka_topic != NULL ? arguments.kafka_topic : "sumzero.transfers",
         .rejected_topic = arguments.kafka_rejected_topic,
         .key = arguments.kafka_key,
+        .properties = arguments.kafka_properties,
     };
     if (arguments.kafka_brokers != NULL) options->kafka = &kafka;
     struct sigaction action = {.sa_handler = project_on_signal};

@@ -147,6 +147,26 @@ static inline void sz_workload_transfer(sz_workload_t *workload, sz_transfer_t *
     }
 }
 
+/* Fills one create_transfers batch of count transfers (random kinds, and linked chains
+ * of 2..4 unless simple). Tests that send batches as they go (against a live server) call
+ * it directly after sz_workload_build() made the accounts. */
+static inline void sz_workload_batch_fill(sz_workload_t *workload, sz_transfer_t *transfers,
+                                          uint32_t count, bool simple) {
+    for (uint32_t index = 0; index < count; index++) {
+        sz_workload_transfer(workload, &transfers[index], simple);
+    }
+    /* Linked chains of 2..4 (the last member closes the chain). */
+    for (uint32_t index = 0; !simple && index + 4 < count; index++) {
+        if (sz_workload_below(workload, 100) >= 8) continue;
+        uint32_t length = 2 + (uint32_t)sz_workload_below(workload, 3);
+        for (uint32_t member = 0; member + 1 < length; member++) {
+            transfers[index + member].flags |= SZ_TRANSFER_LINKED;
+        }
+        index += length;
+    }
+    workload->transfer_event_count += count;
+}
+
 /* Builds the workload: seed, how many transfer batches, events per batch at most. */
 static inline int sz_workload_build(sz_workload_t *workload, uint64_t seed,
                                     uint32_t account_count, uint32_t batch_count,
@@ -196,19 +216,7 @@ static inline int sz_workload_build(sz_workload_t *workload, uint64_t seed,
                                 : 1 + (uint32_t)sz_workload_below(workload, batch_events_max);
         sz_transfer_t *transfers = calloc(count, sizeof(sz_transfer_t));
         if (transfers == NULL) return -ENOMEM;
-        for (uint32_t index = 0; index < count; index++) {
-            sz_workload_transfer(workload, &transfers[index], simple);
-        }
-        /* Linked chains of 2..4 (the last member closes the chain). */
-        for (uint32_t index = 0; !simple && index + 4 < count; index++) {
-            if (sz_workload_below(workload, 100) >= 8) continue;
-            uint32_t length = 2 + (uint32_t)sz_workload_below(workload, 3);
-            for (uint32_t member = 0; member + 1 < length; member++) {
-                transfers[index + member].flags |= SZ_TRANSFER_LINKED;
-            }
-            index += length;
-        }
-        workload->transfer_event_count += count;
+        sz_workload_batch_fill(workload, transfers, count, simple);
         /* About 50 ms of wall time per batch in simple mode, 700 ms otherwise, so that
          * pending timeouts of 1..3 s expire in the random workload. */
         int result = sz_workload_push(workload, SZ_OPERATION_CREATE_TRANSFERS, transfers, count,
