@@ -36,9 +36,13 @@
 #define E2E_REJECTED_TOPIC "e2e.rejected"
 #define E2E_BROKERS 3
 #define E2E_DEADLINE_MS 60000u
-/* Writes the ledger must acknowledge inside each fault window before it ends. */
-#define E2E_WINDOW_ACKS 25u
+/* Writes the ledger must acknowledge inside each fault window before it ends (about 10 ms
+ * a write: the load is paced), so that each fault lasts while the load goes on. */
+#define E2E_WINDOW_ACKS 100u
+#define E2E_KILL_WINDOW_ACKS 30u
 #define E2E_KILLS 4u
+/* Ops the subscriber must fall behind while Postgres is down. */
+#define E2E_LAG_OPS 200u
 
 static const char *e2e_kcat(void) {
     const char *path = getenv("SUMZERO_KCAT");
@@ -171,6 +175,7 @@ typedef struct e2e {
     rd_kafka_mock_cluster_t *mock;
     char bootstraps[256];
     pid_t projector;
+    bool kafka; /* the projector sends to Kafka too */
     e2e_load_t load;
     uint64_t seed;
     uint64_t start_ms;
@@ -232,6 +237,8 @@ static pid_t e2e_spawn_projector(bool verify) {
         args[count++] = e2e.server.address;
         args[count++] = "--batch-ms";
         args[count++] = "20";
+    }
+    if (!verify && e2e.kafka) {
         args[count++] = "--kafka-brokers";
         args[count++] = e2e.bootstraps;
         args[count++] = "--kafka-topic";
@@ -300,8 +307,8 @@ static uint32_t e2e_postgres_failures(void) {
     return count;
 }
 
-/* The server's sumzero_op_committed, from its metrics endpoint (0 if unreadable). */
-static uint64_t e2e_server_committed(void) {
+/* A value of the server's metrics endpoint, e.g. sumzero_op_committed (0 if unreadable). */
+static uint64_t e2e_server_metric(const char *name) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return 0;
     struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(e2e.server.metrics_port)};
@@ -320,8 +327,10 @@ static uint64_t e2e_server_committed(void) {
     }
     close(fd);
     response[size] = 0;
-    const char *line = strstr(response, "\nsumzero_op_committed ");
-    return line != NULL ? strtoull(line + strlen("\nsumzero_op_committed "), NULL, 10) : 0;
+    char pattern[128];
+    snprintf(pattern, sizeof(pattern), "\n%s ", name);
+    const char *line = strstr(response, pattern);
+    return line != NULL ? strtoull(line + strlen(pattern), NULL, 10) : 0;
 }
 
 static void e2e_note(const char *what) {
@@ -750,25 +759,93 @@ static void e2e_check_kafka(const e2e_row_t *rows, size_t row_count, uint64_t po
     e2e_strings_free(&rejections);
 }
 
-/* ---- The test ---- */
+/* ---- The tests ---- */
 
-Test(end_to_end, the_projection_survives_projector_kills_postgres_and_kafka_outages_exactly,
-     .init = e2e_setup, .fini = e2e_teardown) {
-    bool sanitized = getenv("SUMZERO_TEST_SANITIZED") != NULL &&
-                     strcmp(getenv("SUMZERO_TEST_SANITIZED"), "1") == 0;
+static bool e2e_sanitized(void) {
+    const char *text = getenv("SUMZERO_TEST_SANITIZED");
+    return text != NULL && strcmp(text, "1") == 0;
+}
+
+/* Starts the projector and the load (events per batch at most, pause between requests),
+ * and waits for the projector's first commit; returns the Postgres position. */
+static uint64_t e2e_start(bool kafka, uint32_t batch_events_max, uint32_t pause_ms) {
     e2e_load_t *load = &e2e.load;
+    e2e.kafka = kafka;
     cr_assert_eq(sz_workload_build(&load->workload, e2e.seed, 40, 0, 0, false), 0);
-    load->batch_events_max = sanitized ? 40 : 60;
-    load->pause_ms = sanitized ? 8 : 4;
+    load->batch_events_max = batch_events_max;
+    load->pause_ms = pause_ms;
     sumzero_client_options_t options = {0};
     options.addresses = e2e.server.address;
     cr_assert_eq(sumzero_client_open(&load->client, &options), 0);
-
     e2e.projector = e2e_spawn_projector(false);
     cr_assert_eq(pthread_create(&load->thread, NULL, e2e_load_run, load), 0);
     load->started = true;
-    uint64_t position = e2e_wait_position_after(0, "start");
+    return e2e_wait_position_after(0, "start");
+}
 
+/* Stops the load; waits until the projector reaches the server's committed op (in Kafka
+ * too, if it sends there); stops it with SIGTERM; --verify; then checks Postgres (and
+ * Kafka) against what the client saw. */
+static void e2e_finish(void) {
+    e2e_load_t *load = &e2e.load;
+    (void)e2e_window_acks(e2e_acked(load), E2E_KILL_WINDOW_ACKS, "after the faults");
+    e2e_load_stop();
+    cr_assert_eq(load->error, 0, "request %" PRIu64 ": %s", load->error_request,
+                 sumzero_error_message(load->error));
+    uint64_t committed = e2e_server_metric("sumzero_op_committed");
+    cr_assert_gt(committed, 0, "no sumzero_op_committed from the server's metrics");
+    uint64_t deadline_ms = sz_test_clock_ms() + E2E_DEADLINE_MS;
+    uint64_t position = 0;
+    uint64_t kafka_position = 0;
+    for (;;) {
+        position = e2e_postgres_position();
+        kafka_position = e2e.kafka ? e2e_position("kafka") : committed;
+        if (position != UINT64_MAX && position >= committed && kafka_position != UINT64_MAX &&
+            kafka_position >= committed) {
+            break;
+        }
+        if (sz_test_clock_ms() > deadline_ms) {
+            e2e_dump(e2e.project_log, "project");
+            cr_assert_fail("not caught up with op %" PRIu64 ": postgres %" PRIu64
+                           " kafka %" PRIu64, committed, position, kafka_position);
+        }
+        e2e_pause_ms(10);
+    }
+    e2e_note("caught up");
+    cr_assert_eq(kill(e2e.projector, SIGTERM), 0);
+    int status = e2e_wait(e2e.projector);
+    e2e.projector = 0;
+    if (status != 0) e2e_dump(e2e.project_log, "project");
+    cr_assert_eq(status, 0, "the projector exited with %d on SIGTERM", status);
+    position = e2e_postgres_position();
+    if (e2e.kafka) {
+        kafka_position = e2e_position("kafka");
+        cr_assert_geq(kafka_position, position, "Kafka's recorded position is behind");
+    }
+
+    status = e2e_wait(e2e_spawn_projector(true));
+    if (status != 0) e2e_dump(e2e.verify_log, "verify");
+    cr_assert_eq(status, 0, "sumzero project --verify exited with %d", status);
+    e2e_note("verified");
+    size_t row_count = 0;
+    e2e_row_t *rows = e2e_check_postgres(&row_count);
+    e2e_note("Postgres checked");
+    if (e2e.kafka) {
+        e2e_check_kafka(rows, row_count, kafka_position);
+        e2e_note("Kafka checked");
+    }
+    free(rows);
+    fprintf(stderr,
+            "test_end_to_end: %" PRIu64 " writes, %zu transfers ok, %" PRIu64
+            " rejected, server op %" PRIu64 ", position %" PRIu64 "\n",
+            e2e_acked(load), load->ok_count, load->rejected_count, committed, position);
+}
+
+Test(end_to_end, the_projection_survives_projector_kills_postgres_and_kafka_outages_exactly,
+     .init = e2e_setup, .fini = e2e_teardown) {
+    e2e_load_t *load = &e2e.load;
+    bool sanitized = e2e_sanitized();
+    uint64_t position = e2e_start(true, sanitized ? 40 : 60, sanitized ? 8 : 4);
     /* Fault 1: SIGKILL the projector right after one of its commits, again and again. */
     uint64_t random_state = e2e.seed;
     for (uint32_t kill = 0; kill < E2E_KILLS; kill++) {
@@ -779,7 +856,7 @@ Test(end_to_end, the_projection_survives_projector_kills_postgres_and_kafka_outa
         uint64_t later = e2e_acked(load) + (random_state >> 33) % 8;
         while (e2e_acked(load) < later && load->error == 0) e2e_pause_ms(1);
         e2e_projector_kill_and_restart();
-        (void)e2e_window_acks(from, E2E_WINDOW_ACKS, "projector killed");
+        (void)e2e_window_acks(from, E2E_KILL_WINDOW_ACKS, "projector killed");
     }
     position = e2e_wait_position_after(position, "after the kills");
 
@@ -795,12 +872,13 @@ Test(end_to_end, the_projection_survives_projector_kills_postgres_and_kafka_outa
         }
         cr_assert_gt(e2e_postgres_failures(), failures, "the projector never saw Postgres down");
         e2e_projector_kill_and_restart();
+        /* Three failed attempts of the new one: it backs off (50, 100, 200 ms...). */
         failures = e2e_postgres_failures();
-        while (e2e_postgres_failures() == failures && sz_test_clock_ms() < deadline_ms) {
+        while (e2e_postgres_failures() < failures + 3 && sz_test_clock_ms() < deadline_ms) {
             e2e_pause_ms(5);
         }
-        cr_assert_gt(e2e_postgres_failures(), failures,
-                     "the restarted projector never tried the stopped Postgres");
+        cr_assert_geq(e2e_postgres_failures(), failures + 3,
+                      "the restarted projector did not keep trying the stopped Postgres");
         (void)e2e_window_acks(from, E2E_WINDOW_ACKS, "Postgres stopped");
         cr_assert_eq(sz_test_postgres_restart(&e2e.postgres), 0);
         position = e2e_wait_position_after(position, "after Postgres came back");
@@ -842,52 +920,34 @@ Test(end_to_end, the_projection_survives_projector_kills_postgres_and_kafka_outa
         e2e_kafka_brokers(true);
     }
 
-    /* The load stops; the projector catches up with the server, in Postgres and Kafka. */
-    (void)e2e_window_acks(e2e_acked(load), E2E_WINDOW_ACKS, "after the faults");
-    e2e_load_stop();
-    cr_assert_eq(load->error, 0, "request %" PRIu64 ": %s", load->error_request,
-                 sumzero_error_message(load->error));
-    uint64_t committed = e2e_server_committed();
-    cr_assert_gt(committed, 0, "no sumzero_op_committed from the server's metrics");
+    e2e_finish();
+}
+
+/* Following a live server (without Kafka) through a Postgres outage long enough that the
+ * projector stops reading its subscription: the server keeps serving, its subscriber
+ * falls behind (the server's sumzero_subscription_lag_ops grows: TCP's buffers are full),
+ * and once Postgres is back the projector catches up from the server's journal files. */
+Test(end_to_end, a_projector_following_a_server_falls_behind_while_postgres_is_down_and_catches_up,
+     .init = e2e_setup, .fini = e2e_teardown) {
+    e2e_load_t *load = &e2e.load;
+    bool sanitized = e2e_sanitized();
+    uint64_t position = e2e_start(false, sanitized ? 150 : 200, sanitized ? 2 : 1);
+    position = e2e_wait_position_after(position, "before Postgres stops");
+    uint64_t from = e2e_acked(load);
+    uint32_t failures = e2e_postgres_failures();
+    cr_assert_eq(sz_test_postgres_stop(&e2e.postgres), 0);
     uint64_t deadline_ms = sz_test_clock_ms() + E2E_DEADLINE_MS;
-    uint64_t kafka_position = 0;
-    for (;;) {
-        position = e2e_postgres_position();
-        kafka_position = e2e_position("kafka");
-        if (position != UINT64_MAX && position >= committed && kafka_position != UINT64_MAX &&
-            kafka_position >= committed) {
-            break;
-        }
-        if (sz_test_clock_ms() > deadline_ms) {
-            e2e_dump(e2e.project_log, "project");
-            cr_assert_fail("not caught up with op %" PRIu64 ": postgres %" PRIu64
-                           " kafka %" PRIu64, committed, position, kafka_position);
-        }
+    uint64_t lag = 0;
+    while (sz_test_clock_ms() < deadline_ms && load->error == 0) {
+        lag = e2e_server_metric("sumzero_subscription_lag_ops");
+        if (lag >= E2E_LAG_OPS && e2e_postgres_failures() >= failures + 3) break;
         e2e_pause_ms(10);
     }
-    e2e_note("caught up");
-    cr_assert_eq(kill(e2e.projector, SIGTERM), 0);
-    int status = e2e_wait(e2e.projector);
-    e2e.projector = 0;
-    if (status != 0) e2e_dump(e2e.project_log, "project");
-    cr_assert_eq(status, 0, "the projector exited with %d on SIGTERM", status);
-    position = e2e_postgres_position();
-    kafka_position = e2e_position("kafka");
-    cr_assert_geq(kafka_position, position, "Kafka's recorded position is behind");
-
-    status = e2e_wait(e2e_spawn_projector(true));
-    if (status != 0) e2e_dump(e2e.verify_log, "verify");
-    cr_assert_eq(status, 0, "sumzero project --verify exited with %d", status);
-
-    e2e_note("verified");
-    size_t row_count = 0;
-    e2e_row_t *rows = e2e_check_postgres(&row_count);
-    e2e_note("Postgres checked");
-    e2e_check_kafka(rows, row_count, kafka_position);
-    e2e_note("Kafka checked");
-    free(rows);
-    fprintf(stderr,
-            "test_end_to_end: %" PRIu64 " writes, %zu transfers ok, %" PRIu64
-            " rejected, server op %" PRIu64 ", position %" PRIu64 "\n",
-            e2e_acked(load), load->ok_count, load->rejected_count, committed, position);
+    fprintf(stderr, "test_end_to_end: Postgres down: the subscriber is %" PRIu64
+            " ops behind, %u failed attempts\n", lag, e2e_postgres_failures() - failures);
+    cr_assert_geq(lag, E2E_LAG_OPS, "the subscriber never fell behind");
+    (void)e2e_window_acks(from, E2E_WINDOW_ACKS, "Postgres stopped");
+    cr_assert_eq(sz_test_postgres_restart(&e2e.postgres), 0);
+    (void)e2e_wait_position_after(position, "after Postgres came back");
+    e2e_finish();
 }
