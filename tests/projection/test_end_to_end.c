@@ -15,6 +15,7 @@
  * sanitizer builds) slows the load down. Exits 77 (skip) without Postgres or kcat. */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
@@ -435,9 +436,12 @@ static void e2e_setup(void) {
                      RD_KAFKA_RESP_ERR_NO_ERROR);
     }
 
+    /* The smallest segments (4 MiB): the subscription crosses segments while it follows
+     * and while it catches up. */
     static const char *const capacities[] = {"--accounts-max", "4096", "--transfers-max",
                                              "262144", "--pending-max", "65536",
-                                             "--history-max", "1024", NULL};
+                                             "--history-max", "1024", "--segment-size",
+                                             "4194304", NULL};
     int result = sz_test_server_start(&e2e.server, e2e.data, capacities);
     if (result != 0) sz_test_server_dump_log(&e2e.server);
     cr_assert_eq(result, 0);
@@ -759,6 +763,19 @@ static void e2e_check_kafka(const e2e_row_t *rows, size_t row_count, uint64_t po
     e2e_strings_free(&rejections);
 }
 
+/* The server's journal segment files (journal.NNNNNN). */
+static uint32_t e2e_segment_count(void) {
+    DIR *directory = opendir(e2e.data);
+    if (directory == NULL) return 0;
+    uint32_t count = 0;
+    struct dirent *entry;
+    while ((entry = readdir(directory)) != NULL) {
+        if (strncmp(entry->d_name, "journal.", 8) == 0) count++;
+    }
+    closedir(directory);
+    return count;
+}
+
 /* ---- The tests ---- */
 
 static bool e2e_sanitized(void) {
@@ -837,8 +854,9 @@ static void e2e_finish(void) {
     free(rows);
     fprintf(stderr,
             "test_end_to_end: %" PRIu64 " writes, %zu transfers ok, %" PRIu64
-            " rejected, server op %" PRIu64 ", position %" PRIu64 "\n",
-            e2e_acked(load), load->ok_count, load->rejected_count, committed, position);
+            " rejected, server op %" PRIu64 ", position %" PRIu64 ", %u journal segments\n",
+            e2e_acked(load), load->ok_count, load->rejected_count, committed, position,
+            e2e_segment_count());
 }
 
 Test(end_to_end, the_projection_survives_projector_kills_postgres_and_kafka_outages_exactly,
@@ -896,6 +914,11 @@ Test(end_to_end, the_projection_survives_projector_kills_postgres_and_kafka_outa
                              RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE, 0),
                          RD_KAFKA_RESP_ERR_NO_ERROR);
         }
+        /* And the cluster's next Produce requests, whichever broker gets them. */
+        rd_kafka_mock_push_request_errors(e2e.mock, 0 /* Produce */, 3,
+                                          RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                                          RD_KAFKA_RESP_ERR__TRANSPORT,
+                                          RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
         uint64_t deadline_ms = sz_test_clock_ms() + E2E_DEADLINE_MS;
         while (e2e_kafka_errors_left() > 0 && sz_test_clock_ms() < deadline_ms) {
             e2e_pause_ms(5);
