@@ -143,7 +143,7 @@ static sz_u128 superblock_checksum(const sz_journal_superblock_t *superblock) {
     return checksum((const uint8_t *)superblock + 16, sizeof(*superblock) - 16);
 }
 
-static bool superblock_valid(const sz_journal_superblock_t *superblock) {
+bool sz_journal_superblock_valid(const sz_journal_superblock_t *superblock) {
     if (superblock->magic != SZ_JOURNAL_SUPERBLOCK_MAGIC) return false;
     if (superblock->checksum != superblock_checksum(superblock)) return false;
     if (superblock->version != SZ_JOURNAL_VERSION) return false;
@@ -179,7 +179,7 @@ int sz_journal_format(sz_storage_t *storage, const sz_journal_format_options_t *
         .segment_size = segment_size,
     };
     superblock.checksum = superblock_checksum(&superblock);
-    SZ_ASSERT(superblock_valid(&superblock));
+    SZ_ASSERT(sz_journal_superblock_valid(&superblock));
     memcpy(block, &superblock, sizeof(superblock));
     memcpy(block + SZ_STORAGE_SECTOR_SIZE, &superblock, sizeof(superblock));
     int file = -1;
@@ -229,7 +229,7 @@ static int superblock_read(sz_journal_t *journal, sz_journal_problem_t *problem)
         if ((uint64_t)count < offset + sizeof(sz_journal_superblock_t)) break;
         sz_journal_superblock_t superblock;
         memcpy(&superblock, block + offset, sizeof(superblock));
-        if (superblock_valid(&superblock)) {
+        if (sz_journal_superblock_valid(&superblock)) {
             journal->superblock = superblock;
             journal->genesis = superblock.checksum;
             return 0;

@@ -206,6 +206,9 @@ typedef struct sz_journal sz_journal_t;
 SZ_MUST_USE int sz_journal_format(sz_storage_t *storage,
                                   const sz_journal_format_options_t *options);
 
+/* Checks one superblock copy (magic, checksum, version, segment size): true if valid. */
+bool sz_journal_superblock_valid(const sz_journal_superblock_t *superblock);
+
 /* Reads the superblock alone (either valid copy): -ENOENT when not formatted, -EUCLEAN
  * when both copies are damaged. For tools: the cluster id, and the chain head of op 0
  * (superblock_out->checksum). */

@@ -183,10 +183,6 @@ static int segment_open(const sz_journal_reader_t *reader, uint32_t segment, int
     return file_open_in(reader->directory, name, file_out, size_out);
 }
 
-static sz_u128 superblock_checksum(const sz_journal_superblock_t *superblock) {
-    return checksum((const uint8_t *)superblock + 16, sizeof(*superblock) - 16);
-}
-
 static int superblock_read(sz_journal_reader_t *reader, sz_journal_problem_t *problem) {
     int file = -1;
     uint64_t size = 0;
@@ -209,9 +205,7 @@ static int superblock_read(sz_journal_reader_t *reader, sz_journal_problem_t *pr
         if ((uint64_t)count < offset + sizeof(sz_journal_superblock_t)) break;
         sz_journal_superblock_t superblock;
         memcpy(&superblock, block + offset, sizeof(superblock));
-        if (superblock.magic != SZ_JOURNAL_SUPERBLOCK_MAGIC) continue;
-        if (superblock.version != SZ_JOURNAL_VERSION) continue;
-        if (superblock.checksum != superblock_checksum(&superblock)) continue;
+        if (!sz_journal_superblock_valid(&superblock)) continue;
         reader->cluster_id = superblock.cluster_id;
         reader->genesis = superblock.checksum;
         return 0;
@@ -221,17 +215,6 @@ static int superblock_read(sz_journal_reader_t *reader, sz_journal_problem_t *pr
     return -EUCLEAN;
 }
 
-/* "journal.NNNNNN" exactly. */
-static bool segment_name_parse(const char *name, uint32_t *segment_out) {
-    if (strncmp(name, "journal.", 8) != 0 || strlen(name) != 14) return false;
-    uint32_t segment = 0;
-    for (uint32_t index = 8; index < 14; index++) {
-        if (name[index] < '0' || name[index] > '9') return false;
-        segment = segment * 10 + (uint32_t)(name[index] - '0');
-    }
-    *segment_out = segment;
-    return true;
-}
 
 /* Widens [*first, *last] by the segments in directory; a missing directory adds none. */
 static int segments_list(const char *directory, uint32_t *first, uint32_t *last,
@@ -241,7 +224,7 @@ static int segments_list(const char *directory, uint32_t *first, uint32_t *last,
     /* Bounded by the directory's size. */
     for (struct dirent *item = readdir(listing); item != NULL; item = readdir(listing)) {
         uint32_t segment = 0;
-        if (!segment_name_parse(item->d_name, &segment)) continue;
+        if (sz_journal_segment_parse(item->d_name, &segment) < 0) continue;
         if (!*found || segment < *first) *first = segment;
         if (!*found || segment > *last) *last = segment;
         *found = true;
