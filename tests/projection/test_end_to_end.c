@@ -65,6 +65,12 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set) {
 }
 
 
+static uint64_t e2e_clock_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+}
+
 static void e2e_pause_ms(uint32_t ms) {
     struct timespec pause = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
     nanosleep(&pause, NULL);
@@ -82,7 +88,7 @@ typedef struct e2e_load {
     sz_workload_t workload;
     sumzero_client_t *client;
     uint32_t batch_events_max;
-    uint32_t pause_ms;
+    uint32_t events_per_second; /* the load's pace */
     pthread_t thread;
     bool started;
     bool stop;                 /* atomic: set by the main thread */
@@ -141,13 +147,23 @@ static void *e2e_load_run(void *raw) {
         result = e2e_load_send(load, SZ_OPERATION_CREATE_ACCOUNTS, entry->body,
                                entry->header.event_count, results);
     }
+    uint64_t started_ns = e2e_clock_ns();
+    uint64_t sent = 0;
     while (result == 0 && !__atomic_load_n(&load->stop, __ATOMIC_ACQUIRE)) {
         uint32_t count = 1 + (uint32_t)sz_workload_below(&load->workload, load->batch_events_max);
         sz_workload_batch_fill(&load->workload, transfers, count, false);
         request++;
         result = e2e_load_send(load, SZ_OPERATION_CREATE_TRANSFERS, transfers, count, results);
-        /* A steady rate, not a wait for anything: the server and Postgres share 2 cores. */
-        e2e_pause_ms(load->pause_ms);
+        /* A steady rate, not a wait for anything: the server, the projector and Postgres
+         * share 2 cores, and the capacities are small. */
+        sent += count;
+        uint64_t due_ns = started_ns + sent * 1000000000ull / load->events_per_second;
+        uint64_t now_ns = e2e_clock_ns();
+        if (due_ns > now_ns) {
+            struct timespec pause = {.tv_sec = (time_t)((due_ns - now_ns) / 1000000000ull),
+                                     .tv_nsec = (long)((due_ns - now_ns) % 1000000000ull)};
+            nanosleep(&pause, NULL);
+        }
     }
     if (result != 0) {
         load->error = result;
@@ -176,7 +192,8 @@ typedef struct e2e {
     rd_kafka_mock_cluster_t *mock;
     char bootstraps[256];
     pid_t projector;
-    bool kafka; /* the projector sends to Kafka too */
+    bool kafka;              /* the projector sends to Kafka too */
+    bool verify_from_server; /* --verify with --address (else --journal) */
     e2e_load_t load;
     uint64_t seed;
     uint64_t start_ms;
@@ -230,8 +247,9 @@ static pid_t e2e_spawn_projector(bool verify) {
     args[count++] = sz_test_server_binary();
     args[count++] = "project";
     if (verify) {
-        args[count++] = "--journal";
-        args[count++] = e2e.data;
+        /* --verify rebuilds from the server's journal directory, or from the server. */
+        args[count++] = e2e.verify_from_server ? "--address" : "--journal";
+        args[count++] = e2e.verify_from_server ? e2e.server.address : e2e.data;
         args[count++] = "--verify";
     } else {
         args[count++] = "--address";
@@ -258,7 +276,7 @@ static pid_t e2e_spawn_projector(bool verify) {
         }
     }
     static const char *const capacities[] = {"--accounts-max", "4096", "--transfers-max",
-                                             "262144", "--pending-max", "65536",
+                                             "524288", "--pending-max", "65536",
                                              "--history-max", "1024", NULL};
     for (uint32_t index = 0; capacities[index] != NULL; index++) args[count++] = capacities[index];
     args[count++] = "--postgres";
@@ -439,7 +457,7 @@ static void e2e_setup(void) {
     /* The smallest segments (4 MiB): the subscription crosses segments while it follows
      * and while it catches up. */
     static const char *const capacities[] = {"--accounts-max", "4096", "--transfers-max",
-                                             "262144", "--pending-max", "65536",
+                                             "524288", "--pending-max", "65536",
                                              "--history-max", "1024", "--segment-size",
                                              "4194304", NULL};
     int result = sz_test_server_start(&e2e.server, e2e.data, capacities);
@@ -783,14 +801,14 @@ static bool e2e_sanitized(void) {
     return text != NULL && strcmp(text, "1") == 0;
 }
 
-/* Starts the projector and the load (events per batch at most, pause between requests),
+/* Starts the projector and the load (events per batch at most, events per second),
  * and waits for the projector's first commit; returns the Postgres position. */
-static uint64_t e2e_start(bool kafka, uint32_t batch_events_max, uint32_t pause_ms) {
+static uint64_t e2e_start(bool kafka, uint32_t batch_events_max, uint32_t events_per_second) {
     e2e_load_t *load = &e2e.load;
     e2e.kafka = kafka;
     cr_assert_eq(sz_workload_build(&load->workload, e2e.seed, 40, 0, 0, false), 0);
     load->batch_events_max = batch_events_max;
-    load->pause_ms = pause_ms;
+    load->events_per_second = events_per_second;
     sumzero_client_options_t options = {0};
     options.addresses = e2e.server.address;
     cr_assert_eq(sumzero_client_open(&load->client, &options), 0);
@@ -863,7 +881,7 @@ Test(end_to_end, the_projection_survives_projector_kills_postgres_and_kafka_outa
      .init = e2e_setup, .fini = e2e_teardown) {
     e2e_load_t *load = &e2e.load;
     bool sanitized = e2e_sanitized();
-    uint64_t position = e2e_start(true, sanitized ? 40 : 60, sanitized ? 8 : 4);
+    uint64_t position = e2e_start(true, sanitized ? 40 : 60, sanitized ? 3000 : 5000);
     /* Fault 1: SIGKILL the projector right after one of its commits, again and again. */
     uint64_t random_state = e2e.seed;
     for (uint32_t kill = 0; kill < E2E_KILLS; kill++) {
@@ -949,12 +967,14 @@ Test(end_to_end, the_projection_survives_projector_kills_postgres_and_kafka_outa
 /* Following a live server (without Kafka) through a Postgres outage long enough that the
  * projector stops reading its subscription: the server keeps serving, its subscriber
  * falls behind (the server's sumzero_subscription_lag_ops grows: TCP's buffers are full),
- * and once Postgres is back the projector catches up from the server's journal files. */
+ * and once Postgres is back the projector catches up from the server's journal files.
+ * --verify here rebuilds its ledger from the server's subscription too. */
 Test(end_to_end, a_projector_following_a_server_falls_behind_while_postgres_is_down_and_catches_up,
      .init = e2e_setup, .fini = e2e_teardown) {
     e2e_load_t *load = &e2e.load;
     bool sanitized = e2e_sanitized();
-    uint64_t position = e2e_start(false, sanitized ? 150 : 200, sanitized ? 2 : 1);
+    e2e.verify_from_server = true;
+    uint64_t position = e2e_start(false, sanitized ? 150 : 200, sanitized ? 12000 : 20000);
     position = e2e_wait_position_after(position, "before Postgres stops");
     uint64_t from = e2e_acked(load);
     uint32_t failures = e2e_postgres_failures();
