@@ -326,7 +326,8 @@ static uint32_t e2e_postgres_failures(void) {
     return count;
 }
 
-/* A value of the server's metrics endpoint, e.g. sumzero_op_committed (0 if unreadable). */
+/* A value of the server's metrics endpoint, e.g. sumzero_op_committed (UINT64_MAX if
+ * unreadable or absent). */
 static uint64_t e2e_server_metric(const char *name) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return 0;
@@ -349,7 +350,7 @@ static uint64_t e2e_server_metric(const char *name) {
     char pattern[128];
     snprintf(pattern, sizeof(pattern), "\n%s ", name);
     const char *line = strstr(response, pattern);
-    return line != NULL ? strtoull(line + strlen(pattern), NULL, 10) : 0;
+    return line != NULL ? strtoull(line + strlen(pattern), NULL, 10) : UINT64_MAX;
 }
 
 static void e2e_note(const char *what) {
@@ -828,7 +829,8 @@ static void e2e_finish(void) {
     cr_assert_eq(load->error, 0, "request %" PRIu64 ": %s", load->error_request,
                  sumzero_error_message(load->error));
     uint64_t committed = e2e_server_metric("sumzero_op_committed");
-    cr_assert_gt(committed, 0, "no sumzero_op_committed from the server's metrics");
+    cr_assert(committed > 0 && committed != UINT64_MAX,
+              "no sumzero_op_committed from the server's metrics");
     uint64_t deadline_ms = sz_test_clock_ms() + E2E_DEADLINE_MS;
     uint64_t position = 0;
     uint64_t kafka_position = 0;
@@ -862,6 +864,15 @@ static void e2e_finish(void) {
     if (status != 0) e2e_dump(e2e.verify_log, "verify");
     cr_assert_eq(status, 0, "sumzero project --verify exited with %d", status);
     e2e_note("verified");
+    /* The server let go of every subscription: the killed projectors', the last one's and
+     * the check's (no slot leaks however a subscriber went). */
+    uint64_t subscribers = UINT64_MAX;
+    deadline_ms = sz_test_clock_ms() + E2E_DEADLINE_MS;
+    while ((subscribers = e2e_server_metric("sumzero_subscribers")) != 0 &&
+           sz_test_clock_ms() < deadline_ms) {
+        e2e_pause_ms(10);
+    }
+    cr_assert_eq(subscribers, 0, "the server still counts %" PRIu64 " subscribers", subscribers);
     size_t row_count = 0;
     e2e_row_t *rows = e2e_check_postgres(&row_count);
     e2e_note("Postgres checked");
@@ -983,6 +994,7 @@ Test(end_to_end, a_projector_following_a_server_falls_behind_while_postgres_is_d
     uint64_t lag = 0;
     while (sz_test_clock_ms() < deadline_ms && load->error == 0) {
         lag = e2e_server_metric("sumzero_subscription_lag_ops");
+        cr_assert_neq(lag, UINT64_MAX, "no sumzero_subscription_lag_ops from the server");
         if (lag >= E2E_LAG_OPS && e2e_postgres_failures() >= failures + 3) break;
         e2e_pause_ms(10);
     }
