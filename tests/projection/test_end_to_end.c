@@ -36,12 +36,17 @@
 #define E2E_TOPIC "e2e.transfers"
 #define E2E_REJECTED_TOPIC "e2e.rejected"
 #define E2E_BROKERS 3
+/* The mock cluster keeps at most 5 MiB per partition and drops the oldest messages
+ * beyond (rdkafka_mock.c, max_size): enough partitions that a run, with its duplicates,
+ * stays far below (a run writes about 10 MiB); kcat's read proves nothing was dropped. */
+#define E2E_PARTITIONS 16
+#define E2E_REJECTED_PARTITIONS 4
 #define E2E_DEADLINE_MS 60000u
 /* Writes the ledger must acknowledge inside each fault window before it ends (about 10 ms
  * a write: the load is paced), so that each fault lasts while the load goes on. */
 #define E2E_WINDOW_ACKS 100u
-#define E2E_KILL_WINDOW_ACKS 30u
-#define E2E_KILLS 4u
+#define E2E_KILL_WINDOW_ACKS 10u
+#define E2E_KILLS 10u
 /* Ops the subscriber must fall behind while Postgres is down. */
 #define E2E_LAG_OPS 200u
 
@@ -331,7 +336,8 @@ static uint32_t e2e_postgres_failures(void) {
 static uint64_t e2e_server_metric(const char *name) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return 0;
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(e2e.server.metrics_port)};
+    struct sockaddr_in address = {.sin_family = AF_INET,
+                                  .sin_port = htons(e2e.server.metrics_port)};
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     static char response[1 << 17];
     size_t size = 0;
@@ -445,13 +451,15 @@ static void e2e_setup(void) {
     cr_assert_not_null(e2e.mock);
     snprintf(e2e.bootstraps, sizeof(e2e.bootstraps), "%s",
              rd_kafka_mock_cluster_bootstraps(e2e.mock));
-    cr_assert_eq(rd_kafka_mock_topic_create(e2e.mock, E2E_TOPIC, E2E_BROKERS, E2E_BROKERS), 0);
-    cr_assert_eq(rd_kafka_mock_topic_create(e2e.mock, E2E_REJECTED_TOPIC, 2, E2E_BROKERS), 0);
-    /* Each broker leads one partition of the transfers topic, so that each one gets
+    cr_assert_eq(rd_kafka_mock_topic_create(e2e.mock, E2E_TOPIC, E2E_PARTITIONS, E2E_BROKERS), 0);
+    cr_assert_eq(rd_kafka_mock_topic_create(e2e.mock, E2E_REJECTED_TOPIC, E2E_REJECTED_PARTITIONS,
+                                            E2E_BROKERS),
+                 0);
+    /* Every broker leads partitions of the transfers topic, so that each one gets
      * Produce requests (and meets the errors pushed to it). */
-    for (int32_t partition = 0; partition < E2E_BROKERS; partition++) {
+    for (int32_t partition = 0; partition < E2E_PARTITIONS; partition++) {
         cr_assert_eq(rd_kafka_mock_partition_set_leader(e2e.mock, E2E_TOPIC, partition,
-                                                        partition + 1),
+                                                        partition % E2E_BROKERS + 1),
                      RD_KAFKA_RESP_ERR_NO_ERROR);
     }
 
@@ -533,16 +541,30 @@ static void e2e_kcat_read(const char *topic, e2e_events_t *events) {
     char command[1024];
     snprintf(command, sizeof(command),
              "timeout 60 '%s' -b '%s' -X fetch.wait.max.ms=10 -C -t %s -o beginning -e -q "
-             "-f '%%k\\t%%h\\t%%s\\n'",
+             "-f '%%p\\t%%o\\t%%k\\t%%h\\t%%s\\n'",
              e2e_kcat(), e2e.bootstraps, topic);
     FILE *pipe = popen(command, "r");
     cr_assert_not_null(pipe, "popen %s", command);
     char *line = NULL;
     size_t line_capacity = 0;
     ssize_t line_size;
+    /* The first offset read in each partition: 0 unless the mock dropped messages. */
+    int64_t offset_first[64];
+    for (uint32_t index = 0; index < 64; index++) offset_first[index] = -1;
     while ((line_size = getline(&line, &line_capacity, pipe)) > 0) {
         if (line[line_size - 1] == '\n') line[--line_size] = 0;
         if (line_size == 0) continue;
+        char *partition_end = NULL;
+        unsigned long partition = strtoul(line, &partition_end, 10);
+        cr_assert(partition < 64 && *partition_end == '\t', "kcat line: %s", line);
+        char *offset_end = NULL;
+        long long offset = strtoll(partition_end + 1, &offset_end, 10);
+        cr_assert_eq(*offset_end, '\t', "kcat line: %s", line);
+        if (offset_first[partition] < 0 || offset < offset_first[partition]) {
+            offset_first[partition] = offset;
+        }
+        char *key = offset_end + 1;
+        memmove(line, key, strlen(key) + 1);
         char *headers = strchr(line, '\t');
         cr_assert_not_null(headers, "kcat line without fields: %s", line);
         *headers++ = 0;
@@ -574,6 +596,12 @@ static void e2e_kcat_read(const char *topic, e2e_events_t *events) {
     free(line);
     int status = pclose(pipe);
     cr_assert_eq(status, 0, "kcat exited with %d: %s", status, command);
+    for (uint32_t index = 0; index < 64; index++) {
+        cr_assert_leq(offset_first[index], 0,
+                      "%s [%u] starts at offset %lld: the mock cluster dropped its oldest "
+                      "messages (5 MiB per partition); the test must write less",
+                      topic, index, (long long)offset_first[index]);
+    }
 }
 
 /* Event ids "OP.INDEX" in numeric order, within a topic. */
@@ -637,7 +665,8 @@ static e2e_row_t *e2e_check_postgres(size_t *row_count_out) {
     e2e_load_t *load = &e2e.load;
     qsort(load->ok_ids, load->ok_count, sizeof(sz_u128), e2e_u128_compare);
     for (size_t index = 1; index < load->ok_count; index++) {
-        cr_assert_neq(load->ok_ids[index - 1], load->ok_ids[index], "the client saw an id ok twice");
+        cr_assert_neq(load->ok_ids[index - 1], load->ok_ids[index],
+                      "the client saw an id ok twice");
     }
     PGconn *connection = NULL;
     PGresult *result = e2e_pg_rows(
@@ -708,6 +737,39 @@ static void e2e_strings_free(e2e_strings_t *strings) {
     free(strings->items);
 }
 
+/* For a failure: the runs of ops whose transfers Postgres has and Kafka lacks. */
+static void e2e_report_missing(const e2e_row_t *rows, size_t row_count,
+                               const e2e_events_t *events) {
+    uint64_t op_max = 0;
+    for (size_t index = 0; index < row_count; index++) {
+        uint64_t op = strtoull(rows[index].op, NULL, 10);
+        if (op > op_max) op_max = op;
+    }
+    uint32_t *want = calloc(op_max + 2, sizeof(uint32_t));
+    uint32_t *got = calloc(op_max + 2, sizeof(uint32_t));
+    cr_assert(want != NULL && got != NULL);
+    for (size_t index = 0; index < row_count; index++) {
+        want[strtoull(rows[index].op, NULL, 10)]++;
+    }
+    for (size_t index = 0; index < events->count; index++) {
+        if (strcmp(events->items[index].kind, "transfer") != 0) continue;
+        uint64_t op = strtoull(events->items[index].op, NULL, 10);
+        if (op <= op_max) got[op]++;
+    }
+    uint64_t run_start = 0;
+    for (uint64_t op = 1; op <= op_max + 1; op++) {
+        bool missing = op <= op_max && got[op] < want[op];
+        if (missing && run_start == 0) run_start = op;
+        if (!missing && run_start != 0) {
+            fprintf(stderr, "test_end_to_end: missing in Kafka: ops %" PRIu64 "..%" PRIu64 "\n",
+                    run_start, op - 1);
+            run_start = 0;
+        }
+    }
+    free(want);
+    free(got);
+}
+
 /* Kafka holds every committed transfer, expiry and rejected event of Postgres, and
  * nothing else; each event id has one content, and it agrees with Postgres. */
 static void e2e_check_kafka(const e2e_row_t *rows, size_t row_count, uint64_t position) {
@@ -766,6 +828,10 @@ static void e2e_check_kafka(const e2e_row_t *rows, size_t row_count, uint64_t po
     for (size_t index = 1; index < transfers; index++) {
         cr_assert_neq(transfer_ids[index - 1], transfer_ids[index],
                       "a transfer in Kafka under two event ids");
+    }
+    if (transfers != row_count) {
+        e2e_report_missing(rows, row_count, &events);
+        e2e_dump(e2e.project_log, "project");
     }
     cr_assert_eq(transfers, row_count, "Kafka has %zu of the %zu committed transfers",
                  transfers, row_count);
@@ -888,12 +954,9 @@ static void e2e_finish(void) {
             e2e_segment_count());
 }
 
-Test(end_to_end, the_projection_survives_projector_kills_postgres_and_kafka_outages_exactly,
-     .init = e2e_setup, .fini = e2e_teardown) {
+/* Fault 1: SIGKILL the projector right after one of its commits, again and again. */
+static uint64_t e2e_fault_kills(uint64_t position) {
     e2e_load_t *load = &e2e.load;
-    bool sanitized = e2e_sanitized();
-    uint64_t position = e2e_start(true, sanitized ? 40 : 60, sanitized ? 3000 : 5000);
-    /* Fault 1: SIGKILL the projector right after one of its commits, again and again. */
     uint64_t random_state = e2e.seed;
     for (uint32_t kill = 0; kill < E2E_KILLS; kill++) {
         uint64_t from = e2e_acked(load);
@@ -905,73 +968,87 @@ Test(end_to_end, the_projection_survives_projector_kills_postgres_and_kafka_outa
         e2e_projector_kill_and_restart();
         (void)e2e_window_acks(from, E2E_KILL_WINDOW_ACKS, "projector killed");
     }
-    position = e2e_wait_position_after(position, "after the kills");
+    return e2e_wait_position_after(position, "after the kills");
+}
 
-    /* Fault 2: Postgres stops (the projector retries; killed meanwhile, it starts again
-     * against a Postgres that is down), then starts again. */
-    {
-        uint64_t from = e2e_acked(load);
-        uint32_t failures = e2e_postgres_failures();
-        cr_assert_eq(sz_test_postgres_stop(&e2e.postgres), 0);
-        uint64_t deadline_ms = sz_test_clock_ms() + E2E_DEADLINE_MS;
-        while (e2e_postgres_failures() == failures && sz_test_clock_ms() < deadline_ms) {
-            e2e_pause_ms(5);
-        }
-        cr_assert_gt(e2e_postgres_failures(), failures, "the projector never saw Postgres down");
-        e2e_projector_kill_and_restart();
-        /* Three failed attempts of the new one: it backs off (50, 100, 200 ms...). */
-        failures = e2e_postgres_failures();
-        while (e2e_postgres_failures() < failures + 3 && sz_test_clock_ms() < deadline_ms) {
-            e2e_pause_ms(5);
-        }
-        cr_assert_geq(e2e_postgres_failures(), failures + 3,
-                      "the restarted projector did not keep trying the stopped Postgres");
-        (void)e2e_window_acks(from, E2E_WINDOW_ACKS, "Postgres stopped");
-        cr_assert_eq(sz_test_postgres_restart(&e2e.postgres), 0);
-        position = e2e_wait_position_after(position, "after Postgres came back");
+/* Fault 2: Postgres stops (the projector retries; killed meanwhile, it starts again
+ * against a Postgres that is down), then starts again. */
+static uint64_t e2e_fault_postgres(uint64_t position) {
+    e2e_load_t *load = &e2e.load;
+    uint64_t from = e2e_acked(load);
+    uint32_t failures = e2e_postgres_failures();
+    cr_assert_eq(sz_test_postgres_stop(&e2e.postgres), 0);
+    uint64_t deadline_ms = sz_test_clock_ms() + E2E_DEADLINE_MS;
+    while (e2e_postgres_failures() == failures && sz_test_clock_ms() < deadline_ms) {
+        e2e_pause_ms(5);
     }
-
-    /* Fault 3: every broker fails its next Produce requests with retriable errors. */
-    {
-        uint64_t from = e2e_acked(load);
-        for (int32_t broker = 1; broker <= E2E_BROKERS; broker++) {
-            cr_assert_eq(rd_kafka_mock_broker_push_request_error_rtts(
-                             e2e.mock, broker, 0 /* Produce */, 4,
-                             RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, 0,
-                             RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, 20,
-                             RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 0,
-                             RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE, 0),
-                         RD_KAFKA_RESP_ERR_NO_ERROR);
-        }
-        /* And the cluster's next Produce requests, whichever broker gets them. */
-        rd_kafka_mock_push_request_errors(e2e.mock, 0 /* Produce */, 3,
-                                          RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-                                          RD_KAFKA_RESP_ERR__TRANSPORT,
-                                          RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
-        uint64_t deadline_ms = sz_test_clock_ms() + E2E_DEADLINE_MS;
-        while (e2e_kafka_errors_left() > 0 && sz_test_clock_ms() < deadline_ms) {
-            e2e_pause_ms(5);
-        }
-        cr_assert_eq(e2e_kafka_errors_left(), 0,
-                     "%zu of the injected Produce errors were never hit", e2e_kafka_errors_left());
-        (void)e2e_window_acks(from, E2E_WINDOW_ACKS, "Kafka failing Produce requests");
+    cr_assert_gt(e2e_postgres_failures(), failures, "the projector never saw Postgres down");
+    e2e_projector_kill_and_restart();
+    /* Three failed attempts of the new one: it backs off (50, 100, 200 ms...). */
+    failures = e2e_postgres_failures();
+    while (e2e_postgres_failures() < failures + 3 && sz_test_clock_ms() < deadline_ms) {
+        e2e_pause_ms(5);
     }
+    cr_assert_geq(e2e_postgres_failures(), failures + 3,
+                  "the restarted projector did not keep trying the stopped Postgres");
+    (void)e2e_window_acks(from, E2E_WINDOW_ACKS, "Postgres stopped");
+    cr_assert_eq(sz_test_postgres_restart(&e2e.postgres), 0);
+    return e2e_wait_position_after(position, "after Postgres came back");
+}
 
-    /* Fault 4: every broker down; Postgres keeps being written; the projector is killed
-     * and starts again while Kafka is still down; then the brokers come back. */
-    {
-        uint64_t from = e2e_acked(load);
-        e2e_kafka_brokers(false);
-        uint64_t kafka_position = e2e_position("kafka");
-        position = e2e_wait_position_after(position, "with Kafka down");
-        e2e_projector_kill_and_restart();
-        position = e2e_wait_position_after(position, "restarted with Kafka down");
-        (void)e2e_window_acks(from, E2E_WINDOW_ACKS, "Kafka down");
-        fprintf(stderr, "test_end_to_end: Kafka down at kafka position %" PRIu64
-                ", Postgres reached %" PRIu64 "\n", kafka_position, position);
-        e2e_kafka_brokers(true);
+/* Fault 3: every broker fails its next Produce requests with retriable errors. */
+static uint64_t e2e_fault_kafka_errors(uint64_t position) {
+    e2e_load_t *load = &e2e.load;
+    uint64_t from = e2e_acked(load);
+    for (int32_t broker = 1; broker <= E2E_BROKERS; broker++) {
+        cr_assert_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                         e2e.mock, broker, 0 /* Produce */, 4,
+                         RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, 0,
+                         RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, 20,
+                         RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 0,
+                         RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE, 0),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
     }
+    /* And the cluster's next Produce requests, whichever broker gets them. */
+    rd_kafka_mock_push_request_errors(e2e.mock, 0 /* Produce */, 3,
+                                      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                                      RD_KAFKA_RESP_ERR__TRANSPORT,
+                                      RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
+    uint64_t deadline_ms = sz_test_clock_ms() + E2E_DEADLINE_MS;
+    while (e2e_kafka_errors_left() > 0 && sz_test_clock_ms() < deadline_ms) {
+        e2e_pause_ms(5);
+    }
+    cr_assert_eq(e2e_kafka_errors_left(), 0,
+                 "%zu of the injected Produce errors were never hit", e2e_kafka_errors_left());
+    (void)e2e_window_acks(from, E2E_WINDOW_ACKS, "Kafka failing Produce requests");
+    return position;
+}
 
+/* Fault 4: every broker down; Postgres keeps being written; the projector is killed
+ * and starts again while Kafka is still down; then the brokers come back. */
+static uint64_t e2e_fault_kafka_down(uint64_t position) {
+    e2e_load_t *load = &e2e.load;
+    uint64_t from = e2e_acked(load);
+    e2e_kafka_brokers(false);
+    uint64_t kafka_position = e2e_position("kafka");
+    position = e2e_wait_position_after(position, "with Kafka down");
+    e2e_projector_kill_and_restart();
+    position = e2e_wait_position_after(position, "restarted with Kafka down");
+    (void)e2e_window_acks(from, E2E_WINDOW_ACKS, "Kafka down");
+    fprintf(stderr, "test_end_to_end: Kafka down at kafka position %" PRIu64
+            ", Postgres reached %" PRIu64 "\n", kafka_position, position);
+    e2e_kafka_brokers(true);
+    return position;
+}
+
+Test(end_to_end, the_projection_survives_projector_kills_postgres_and_kafka_outages_exactly,
+     .init = e2e_setup, .fini = e2e_teardown) {
+    bool sanitized = e2e_sanitized();
+    uint64_t position = e2e_start(true, sanitized ? 40 : 60, sanitized ? 3000 : 5000);
+    position = e2e_fault_kills(position);
+    position = e2e_fault_postgres(position);
+    position = e2e_fault_kafka_errors(position);
+    (void)e2e_fault_kafka_down(position);
     e2e_finish();
 }
 
