@@ -856,8 +856,9 @@ static int snapshot_child_write(const sz_replica_t *replica, uint64_t op, sz_u12
     }
     sessions_write(&replica->cache, sessions, size);
     memcpy(report->stage, "write", sizeof("write"));
-    int result = sz_snapshot_write(directory_fd, replica->ledger, &meta, sessions, size,
-                                   &report->problem);
+    int result = sz_snapshot_write_paced(directory_fd, replica->ledger, &meta, sessions, size,
+                                         replica->config.snapshots.rate_bytes_per_s,
+                                         &report->problem);
     (void)munmap(sessions, size);
     if (result < 0) return result;
     char name[SZ_SNAPSHOT_NAME_SIZE];
