@@ -789,7 +789,8 @@ short_section:
  * copy-on-write image of that state and writes it at leisure while the parent goes on;
  * the parent's only cost is fork() itself (page tables: the ledger is one MADV_HUGEPAGE
  * mapping, so a few thousand PMD entries for gigabytes; the messages are
- * MADV_DONTFORK) and the copy-on-write faults of its next writes. _Fork() skips the
+ * MADV_DONTFORK; so are the unused tails of the append-only arrays, for the fork only) and
+ * the copy-on-write faults of its next writes. _Fork() skips the
  * atfork handlers and malloc's locks: the child never allocates (the sessions buffer is
  * mmap'd, sz_snapshot_write() is made for this) and reports through a pipe with one
  * write(2) below PIPE_BUF.
