@@ -79,6 +79,8 @@ typedef struct sz_replica_snapshots {
     uint64_t every_ns;     /* 0: not by time */
     uint32_t keep_count;   /* snapshots kept by the pruning after each one (0 for 3, at
                               most 1000) */
+    uint64_t rate_bytes_per_s; /* the child writes at most this fast, 0: unpaced (see
+                                  sz_snapshot_write_paced) */
     sz_replica_retention_t retention; /* applied by the child after each snapshot */
     int data_directory_fd; /* retention: the data directory, whose segments it retires */
     int archive_fd;        /* SZ_REPLICA_RETENTION_ARCHIVE: where they go */

@@ -9,8 +9,17 @@
  *   accounts go through a buffer: they live scattered in the id table and are gathered (or
  *   re-inserted) in creation order. The id tables are rebuilt by core on load.
  * - Writing starts the write-back of every WRITEBACK_SIZE bytes as it goes
- *   (sync_file_range), so the final fdatasync does not find gigabytes of dirty pages and
- *   the server's own journal writes do not queue behind one huge flush.
+ *   (sync_file_range), waits for the chunk before that one and drops it from the page
+ *   cache: at most two chunks (16 MiB) are dirty or in flight, the final fdatasync finds
+ *   almost nothing, and the server's page cache is not evicted by gigabytes of snapshot.
+ *   Measured (issue 5, 3.3 GB under 400k transfers/s): with one sync_file_range(WRITE) per
+ *   64 MiB and no wait, the server's journal group commit (O_DIRECT write + fdatasync)
+ *   went from ~1 ms to ~7.4 ms mean, up to 32 ms, because each of its device flushes also
+ *   had to carry the snapshot's writes; a child that only slept (copy-on-write alone)
+ *   left it unchanged.
+ * - sz_snapshot_write_paced() also sleeps to a byte rate (the server's default is 400
+ *   MiB/s): unpaced, even bounded chunks leave each journal flush some tens of MB of
+ *   snapshot to carry.
  * - Crash safety: NAME.tmp is written, fdatasynced, renamed to NAME, and the directory is
  *   fsynced; only names without ".tmp" are ever listed or loaded.
  * - Loading never asserts on file bytes: every header field, the section table, every
@@ -34,6 +43,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define XXH_INLINE_ALL
@@ -52,7 +62,7 @@
 /* Read, hash and write in chunks that stay in the cache between hashing and copying. */
 #define CHUNK_SIZE (2u << 20)
 #define ACCOUNTS_PER_CHUNK (CHUNK_SIZE / sizeof(sz_account_t))
-#define WRITEBACK_SIZE (64ull << 20)
+#define WRITEBACK_SIZE (8ull << 20)
 /* Loading asks the kernel to read this far ahead of the copy (a cold file reads at the
  * disk's speed while the CPU hashes and inserts). */
 #define READAHEAD_SIZE (64ull << 20)
@@ -226,11 +236,51 @@ typedef struct writer {
     int fd;
     uint64_t offset;
     uint64_t writeback_offset; /* write-back started below this */
+    uint64_t settled_offset;   /* written back, waited for and dropped below this */
+    uint64_t rate_bytes_per_s; /* 0: unpaced */
+    uint64_t paced_offset;     /* the pace is counted from here ... */
+    uint64_t paced_ns;         /* ... and this monotonic time */
     uint8_t *buffer;           /* CHUNK_SIZE, from mmap */
     XXH3_state_t hash;
     const char *name;
     sz_snapshot_problem_t *problem;
 } writer_t;
+
+static uint64_t writer_now_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+}
+
+/* Called every WRITEBACK_SIZE bytes: starts the write-back of the bytes written since the
+ * last call, waits for the chunk before (so at most two chunks are dirty or in flight),
+ * drops that one from the page cache (the server's pages stay), then sleeps to the pace.
+ * All advice: a failure only costs speed, the final fdatasync is what counts. */
+static void writer_settle(writer_t *writer) {
+    (void)sync_file_range(writer->fd, (off_t)writer->writeback_offset,
+                          (off_t)(writer->offset - writer->writeback_offset),
+                          SYNC_FILE_RANGE_WRITE);
+    if (writer->writeback_offset > writer->settled_offset) {
+        off_t length = (off_t)(writer->writeback_offset - writer->settled_offset);
+        (void)sync_file_range(writer->fd, (off_t)writer->settled_offset, length,
+                              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                  SYNC_FILE_RANGE_WAIT_AFTER);
+        (void)posix_fadvise(writer->fd, (off_t)writer->settled_offset, length,
+                            POSIX_FADV_DONTNEED);
+        writer->settled_offset = writer->writeback_offset;
+    }
+    writer->writeback_offset = writer->offset;
+    if (writer->rate_bytes_per_s == 0) return;
+    /* Bounded: one sleep to the instant these bytes are due at the pace. */
+    sz_u128 written_ns = (sz_u128)(writer->offset - writer->paced_offset) * 1000000000u;
+    uint64_t due_ns = writer->paced_ns + (uint64_t)(written_ns / writer->rate_bytes_per_s);
+    uint64_t now_ns = writer_now_ns();
+    if (due_ns <= now_ns) return;
+    struct timespec due = {.tv_sec = (time_t)(due_ns / 1000000000ull),
+                           .tv_nsec = (long)(due_ns % 1000000000ull)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL) == EINTR) {
+    }
+}
 
 static int writer_write(writer_t *writer, const void *data, size_t size) {
     const uint8_t *bytes = data;
@@ -247,12 +297,7 @@ static int writer_write(writer_t *writer, const void *data, size_t size) {
         size -= (size_t)count;
         writer->offset += (uint64_t)count;
     }
-    if (writer->offset - writer->writeback_offset >= WRITEBACK_SIZE) {
-        (void)sync_file_range(writer->fd, (off_t)writer->writeback_offset,
-                              (off_t)(writer->offset - writer->writeback_offset),
-                              SYNC_FILE_RANGE_WRITE);
-        writer->writeback_offset = writer->offset;
-    }
+    if (writer->offset - writer->writeback_offset >= WRITEBACK_SIZE) writer_settle(writer);
     return 0;
 }
 
@@ -362,6 +407,14 @@ static int write_checked(const sz_ledger_t *ledger, const sz_snapshot_meta_t *me
 int sz_snapshot_write(int directory_fd, const sz_ledger_t *ledger, const sz_snapshot_meta_t *meta,
                       const void *sessions, size_t sessions_size,
                       sz_snapshot_problem_t *problem_out) {
+    return sz_snapshot_write_paced(directory_fd, ledger, meta, sessions, sessions_size, 0,
+                                   problem_out);
+}
+
+int sz_snapshot_write_paced(int directory_fd, const sz_ledger_t *ledger,
+                            const sz_snapshot_meta_t *meta, const void *sessions,
+                            size_t sessions_size, uint64_t rate_bytes_per_s,
+                            sz_snapshot_problem_t *problem_out) {
     SZ_ASSERT(ledger != NULL && meta != NULL);
     char name[SZ_SNAPSHOT_NAME_SIZE];
     char name_tmp[SZ_SNAPSHOT_NAME_SIZE];
@@ -376,8 +429,11 @@ int sz_snapshot_write(int directory_fd, const sz_ledger_t *ledger, const sz_snap
     snapshot_section_t sections[SNAPSHOT_SECTION_COUNT];
     uint64_t file_size = sections_lay_out(&image, sessions_size, sections);
     writer_t writer = {.fd = -1, .offset = SNAPSHOT_HEADER_SIZE,
-                       .writeback_offset = SNAPSHOT_HEADER_SIZE, .name = name_tmp,
-                       .problem = problem_out};
+                       .writeback_offset = SNAPSHOT_HEADER_SIZE,
+                       .settled_offset = SNAPSHOT_HEADER_SIZE,
+                       .rate_bytes_per_s = rate_bytes_per_s,
+                       .paced_offset = SNAPSHOT_HEADER_SIZE, .paced_ns = writer_now_ns(),
+                       .name = name_tmp, .problem = problem_out};
     void *buffer = mmap(NULL, CHUNK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                         -1, 0);
     if (buffer == MAP_FAILED) return problem_set(problem_out, name, 0, -ENOMEM, "mmap failed");

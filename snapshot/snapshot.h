@@ -59,6 +59,15 @@ SZ_MUST_USE int sz_snapshot_write(int directory_fd, const sz_ledger_t *ledger,
                                   const sz_snapshot_meta_t *meta, const void *sessions,
                                   size_t sessions_size, sz_snapshot_problem_t *problem_out);
 
+/* sz_snapshot_write() at no more than rate_bytes_per_s (0: as fast as the disk goes), so a
+ * server's own journal writes and flushes do not wait behind the snapshot's: the data goes
+ * out in small chunks, each written back and dropped from the page cache before the next
+ * but one. */
+SZ_MUST_USE int sz_snapshot_write_paced(int directory_fd, const sz_ledger_t *ledger,
+                                        const sz_snapshot_meta_t *meta, const void *sessions,
+                                        size_t sessions_size, uint64_t rate_bytes_per_s,
+                                        sz_snapshot_problem_t *problem_out);
+
 typedef struct sz_snapshot_loaded {
     sz_snapshot_meta_t meta;
     sz_ledger_t *ledger;   /* the caller's: sz_ledger_deinit() */

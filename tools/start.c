@@ -61,6 +61,7 @@ enum {
     NUMBER_SNAPSHOT_EVERY_OPS,
     NUMBER_SNAPSHOT_EVERY_SECONDS,
     NUMBER_SNAPSHOT_KEEP,
+    NUMBER_SNAPSHOT_RATE_MIB,
     NUMBER_SUBSCRIBERS_MAX, /* subscriptions (helper stream) */
     NUMBER_COUNT,
 };
@@ -85,6 +86,8 @@ static const start_number_t start_numbers[NUMBER_COUNT] = {
     [NUMBER_SNAPSHOT_EVERY_SECONDS] = {"snapshot-every-seconds", "SUMZERO_SNAPSHOT_EVERY_SECONDS",
                                        0, 1000000000, 1000000000},
     [NUMBER_SNAPSHOT_KEEP] = {"snapshot-keep", "SUMZERO_SNAPSHOT_KEEP", 1, 1000, 1},
+    [NUMBER_SNAPSHOT_RATE_MIB] = {"snapshot-rate-mib", "SUMZERO_SNAPSHOT_RATE_MIB", 0, 1u << 20,
+                                  1u << 20},
     [NUMBER_SUBSCRIBERS_MAX] = {"subscribers-max", "SUMZERO_SUBSCRIBERS_MAX", 1,
                                 SZ_STREAM_SUBSCRIBERS_MAX, 1},
 };
@@ -131,6 +134,9 @@ static void start_usage(FILE *stream) {
             "                           SUMZERO_SNAPSHOT_EVERY_OPS; default 0)\n"
             "  --snapshot-keep K        snapshots kept in DATA/snapshots (env\n"
             "                           SUMZERO_SNAPSHOT_KEEP; default 3)\n"
+            "  --snapshot-rate-mib R    the snapshot is written at most at R MiB/s, 0 for as\n"
+            "                           fast as the disk goes (env SUMZERO_SNAPSHOT_RATE_MIB;\n"
+            "                           default 400): the journal's flushes do not wait behind it\n"
             "  --journal-retention keep|archive|delete\n"
             "                           journal segments wholly before the oldest snapshot kept\n"
             "                           (env SUMZERO_JOURNAL_RETENTION; default keep)\n"
@@ -158,6 +164,7 @@ static int start_number_set(start_arguments_t *arguments, uint32_t number, uint6
     case NUMBER_SNAPSHOT_EVERY_OPS: arguments->snapshots.every_ops = value; break;
     case NUMBER_SNAPSHOT_EVERY_SECONDS: arguments->snapshots.every_ns = value; break;
     case NUMBER_SNAPSHOT_KEEP: arguments->snapshots.keep_count = (uint32_t)value; break;
+    case NUMBER_SNAPSHOT_RATE_MIB: arguments->snapshots.rate_bytes_per_s = value; break;
     case NUMBER_SUBSCRIBERS_MAX: arguments->subscribers_max = (uint32_t)value; break;
     default: SZ_ASSERT(false);
     }
@@ -630,8 +637,11 @@ int sz_command_start(int argc, char **argv) {
         /* Every minute (when anything changed): the journal tail a restart replays stays
          * at most a minute of load, and writing the whole state that often costs little
          * disk bandwidth; op counts measure work badly (an op holds 1 to 8190 events). */
+        /* 400 MiB/s: 3.3 GB (1M accounts, 20M transfers) in ~8 s with the batch p99
+         * unchanged; unpaced, the journal's flushes carry the snapshot's writes. */
         .snapshots = {.enabled = true, .directory_fd = -1, .every_ns = 60ull * 1000000000ull,
-                      .keep_count = 3, .retention = SZ_REPLICA_RETENTION_KEEP,
+                      .keep_count = 3, .rate_bytes_per_s = 400ull << 20,
+                      .retention = SZ_REPLICA_RETENTION_KEEP,
                       .data_directory_fd = -1, .archive_fd = -1},
     };
     int code = start_parse(argc, argv, &arguments);

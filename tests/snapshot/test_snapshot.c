@@ -8,8 +8,9 @@
  * every header field), a truncation at many points, a missing file, a file of another
  * cluster, an unknown version and a leftover *.tmp are each refused with a clear problem
  * (never a crash); a state too large for the capacities gives -ENOSPC; list and prune keep
- * the newest and drop *.tmp; a writer SIGKILLed at random moments never leaves a listed
- * snapshot that fails to load. Seeds: SUMZERO_SEED (printed). */
+ * the newest and drop *.tmp; a paced write keeps to its byte rate; a writer SIGKILLed
+ * at random moments never leaves a listed snapshot that fails to load. Seeds:
+ * SUMZERO_SEED (printed). */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -165,6 +166,41 @@ Test(snapshot, an_empty_ledger_without_sessions_round_trips) {
     workload_compare(&workload, original, loaded.ledger);
     sz_ledger_deinit(loaded.ledger);
     sz_ledger_deinit(original);
+}
+
+/* The pace: 40 MiB at 100 MiB/s cannot take less than the 0.4 s the last chunk is due at
+ * (within one chunk of 8 MiB: 0.32 s); the file is the same as an unpaced one. */
+Test(snapshot, a_paced_write_keeps_to_its_rate_and_loads_like_an_unpaced_one) {
+    workload_t workload;
+    sz_ledger_t *original = ledger_built(&workload, 3, 20);
+    sz_snapshot_meta_t meta = meta_of(original, 7);
+    size_t blob_size = 40u << 20;
+    uint8_t *blob = malloc(blob_size);
+    cr_assert_not_null(blob);
+    for (size_t index = 0; index < blob_size; index++) blob[index] = (uint8_t)(index * 131 >> 7);
+    sz_snapshot_problem_t problem;
+    struct timespec before, after;
+    clock_gettime(CLOCK_MONOTONIC, &before);
+    cr_assert_eq(sz_snapshot_write_paced(directory_fd, original, &meta, blob, blob_size,
+                                         100u << 20, &problem),
+                 0, "%s", problem.reason);
+    clock_gettime(CLOCK_MONOTONIC, &after);
+    double seconds = (double)(after.tv_sec - before.tv_sec) +
+                     (double)(after.tv_nsec - before.tv_nsec) / 1e9;
+    cr_assert_geq(seconds, 0.32, "40 MiB at 100 MiB/s took %.3f s", seconds);
+    char name[SZ_SNAPSHOT_NAME_SIZE];
+    sz_snapshot_name(7, name);
+    sz_ledger_config_t config = config_make(2, 1);
+    sz_snapshot_loaded_t loaded;
+    cr_assert_eq(sz_snapshot_load(directory_fd, name, CLUSTER_ID, &config, &loaded, &problem), 0,
+                 "%s", problem.reason);
+    cr_assert_eq(loaded.sessions_size, blob_size);
+    cr_assert_eq(memcmp(loaded.sessions, blob, blob_size), 0);
+    workload_compare(&workload, original, loaded.ledger);
+    sz_snapshot_sessions_free(loaded.sessions, loaded.sessions_size);
+    sz_ledger_deinit(loaded.ledger);
+    sz_ledger_deinit(original);
+    free(blob);
 }
 
 static atomic_bool spinning;
