@@ -9,9 +9,11 @@
  *   accounts go through a buffer: they live scattered in the id table and are gathered (or
  *   re-inserted) in creation order. The id tables are rebuilt by core on load.
  * - Writing starts the write-back of every WRITEBACK_SIZE bytes as it goes
- *   (sync_file_range), waits for the chunk before that one and drops it from the page
- *   cache: at most two chunks (16 MiB) are dirty or in flight, the final fdatasync finds
- *   almost nothing, and the server's page cache is not evicted by gigabytes of snapshot.
+ *   (sync_file_range) and waits for the chunk before that one: at most two chunks
+ *   (16 MiB) are dirty or in flight and the final fdatasync finds almost nothing. The
+ *   written pages stay cached (clean, so the kernel drops them first under pressure):
+ *   the server's own memory is anonymous and its journal O_DIRECT, and a restart loads
+ *   the newest snapshot from the cache in about half the time it takes from the disk.
  *   Measured (issue 5, 3.3 GB under 400k transfers/s): with one sync_file_range(WRITE) per
  *   64 MiB and no wait, the server's journal group commit (O_DIRECT write + fdatasync)
  *   went from ~1 ms to ~7.4 ms mean, up to 32 ms, because each of its device flushes also
@@ -254,7 +256,7 @@ static uint64_t writer_now_ns(void) {
 
 /* Called every WRITEBACK_SIZE bytes: starts the write-back of the bytes written since the
  * last call, waits for the chunk before (so at most two chunks are dirty or in flight),
- * drops that one from the page cache (the server's pages stay), then sleeps to the pace.
+ * then sleeps to the pace.
  * All advice: a failure only costs speed, the final fdatasync is what counts. */
 static void writer_settle(writer_t *writer) {
     (void)sync_file_range(writer->fd, (off_t)writer->writeback_offset,
@@ -265,8 +267,6 @@ static void writer_settle(writer_t *writer) {
         (void)sync_file_range(writer->fd, (off_t)writer->settled_offset, length,
                               SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
                                   SYNC_FILE_RANGE_WAIT_AFTER);
-        (void)posix_fadvise(writer->fd, (off_t)writer->settled_offset, length,
-                            POSIX_FADV_DONTNEED);
         writer->settled_offset = writer->writeback_offset;
     }
     writer->writeback_offset = writer->offset;

@@ -6,7 +6,7 @@
 #     at rest and again under paced load;
 #   - batch latency p50/p99/p100 of the same paced load without and during a snapshot;
 #   - restart time (process start to listening) from the snapshot plus a journal tail of
-#     TAIL transfers, and by full replay of the journal (snapshots moved aside);
+#     TAIL transfers (page cache warm, then dropped when root may), and by full replay of the journal (snapshots moved aside);
 #   - the data directory's size. Everything is deleted at the end.
 # Usage: bench_snapshot.sh path/to/sumzero [ACCOUNTS [TRANSFERS [DIR]]]
 #        (defaults 1000000 20000000 and a directory under the current one: ~15 GB free)
@@ -116,6 +116,15 @@ echo "restart from snapshot + journal tail: ${kill_ms} ms to listening" \
      "replayed_ops $(field "$recovered" replayed_ops))"
 digest_snapshot=$(field "$recovered" digest)
 stop
+# The same restart with the page cache dropped (as after a reboot); needs root.
+if sync && echo 3 2>/dev/null > /proc/sys/vm/drop_caches; then
+    start
+    recovered=$(grep 'msg=recovered' "$work/server.log")
+    echo "restart from snapshot + journal tail, page cache dropped: ${start_ms} ms to" \
+         "listening (loading the snapshot $(field "$recovered" snapshot_load_ms) ms)"
+    [ "$(field "$recovered" digest)" = "$digest_snapshot" ] || fail "the digests differ"
+    stop
+fi
 mv "$data/snapshots" "$data/snapshots.aside"
 start
 replay_ms=$start_ms
