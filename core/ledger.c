@@ -1449,6 +1449,14 @@ const char *sz_ledger_part_name(sz_ledger_part_t part) {
     }
 }
 
+void sz_ledger_transfer_index_memory(const sz_ledger_t *ledger, void **address_out,
+                                     size_t *size_out) {
+    size_t size = (size_t)(ledger->transfer_index_mask + 1) * sizeof(uint64_t);
+    SZ_ASSERT((uintptr_t)ledger->transfer_index % 4096 == 0);
+    *address_out = ledger->transfer_index;
+    *size_out = align_up(size, 4096);
+}
+
 void sz_ledger_export(const sz_ledger_t *ledger, sz_ledger_image_t *image_out) {
     SZ_ASSERT(!ledger->importing);
     memset(image_out, 0, sizeof(*image_out));

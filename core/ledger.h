@@ -221,6 +221,12 @@ typedef struct sz_ledger_image {
     sz_digest_t digest;
 } sz_ledger_image_t;
 
+/* The memory of the transfer id table: layout only (rebuilt by import, never exported), so
+ * a process that forks a snapshot writer may keep it out of the child (MADV_DONTFORK).
+ * Page aligned; a part of the ledger's own mapping. */
+void sz_ledger_transfer_index_memory(const sz_ledger_t *ledger, void **address_out,
+                                     size_t *size_out);
+
 /* Bytes per record of a part (128, 128, 16, 24, 128), and its name ("accounts"...). */
 uint32_t sz_ledger_part_record_size(sz_ledger_part_t part);
 const char *sz_ledger_part_name(sz_ledger_part_t part);

@@ -1294,6 +1294,12 @@ static int gateway_allocate(sz_gateway_t *gateway) {
     const sz_gateway_config_t *config = &gateway->config;
     gateway->messages_mapped_size = (size_t)config->messages_max * sizeof(sz_message_t);
     gateway->messages = map_zeroed(gateway->messages_mapped_size);
+    /* A forked child (the ledger thread's snapshot writer) never reads messages: not
+     * sharing them keeps fork() short and spares the gateway copy-on-write faults while
+     * the child runs. Advice only. */
+    if (gateway->messages != NULL) {
+        (void)madvise(gateway->messages, gateway->messages_mapped_size, MADV_DONTFORK);
+    }
     gateway->inputs_mapped_size = (size_t)config->connections_max * INPUT_SIZE;
     gateway->inputs = map_zeroed(gateway->inputs_mapped_size);
     gateway->message_next = calloc(config->messages_max, sizeof(uint32_t));

@@ -142,9 +142,6 @@
 #define SNAPSHOT_KEEP_MAX 1000u
 /* Snapshots looked at by recovery, newest first: pruning keeps far fewer. */
 #define SNAPSHOT_LIST_MAX 256u
-/* Messages marked MADV_DONTFORK, remembered so each is marked once: at least twice the
- * request ring's largest capacity (ring.h), so the set never fills. */
-#define DONTFORK_SET_SIZE 4096u
 
 typedef enum slot_kind {
     SLOT_NEW = 0,     /* popped, not yet sequenced */
@@ -257,7 +254,6 @@ struct sz_replica {
     uint64_t snapshot_pause_ns;
     uint64_t snapshot_reap_next_ns;
     _Atomic uint32_t snapshot_requested;
-    void **dontfork_set;          /* DONTFORK_SET_SIZE message pointers, NULL = empty */
 };
 
 /* ---------------------------------------------------------------------------------------
@@ -325,29 +321,6 @@ static sz_u128 replica_chain_head(const sz_replica_t *replica) {
     sz_journal_info(replica->journal, &info);
     SZ_ASSERT(info.op_last == replica->op_last);
     return info.checksum_last;
-}
-
-/* Messages are the gateway's (a pool of 2 MiB each): a snapshot child never reads them,
- * so each is marked MADV_DONTFORK the first time the ledger thread sees it. fork() then
- * copies fewer page tables (a shorter pause) and the gateway takes no copy-on-write
- * faults writing them while a child runs. Only the pages wholly inside the message. */
-static void replica_dontfork_mark(sz_replica_t *replica, void *message) {
-    uint64_t mask = DONTFORK_SET_SIZE - 1;
-    uint64_t position = XXH3_64bits(&message, sizeof(message)) & mask;
-    for (uint64_t probe = 0; probe < DONTFORK_SET_SIZE; probe++) {
-        void **cell = &replica->dontfork_set[position];
-        if (*cell == message) return;
-        if (*cell == NULL) {
-            *cell = message;
-            uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-            uint64_t start = ((uint64_t)message + page - 1) / page * page;
-            uint64_t end = ((uint64_t)message + sizeof(sz_message_t)) / page * page;
-            /* Best effort: a refusal only costs fork time. */
-            if (end > start) (void)madvise((void *)start, end - start, MADV_DONTFORK);
-            return;
-        }
-        position = (position + 1) & mask;
-    }
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -788,10 +761,10 @@ short_section:
  * runs op by op inside replica_answer()). There the ledger thread forks: the child has a
  * copy-on-write image of that state and writes it at leisure while the parent goes on;
  * the parent's only cost is fork() itself (page tables: the ledger is one MADV_HUGEPAGE
- * mapping, so a few thousand PMD entries for gigabytes; the messages are
- * MADV_DONTFORK; so are the unused tails of the append-only arrays, for the fork only) and
- * the copy-on-write faults of its next writes. _Fork() skips the
- * atfork handlers and malloc's locks: the child never allocates (the sessions buffer is
+ * mapping, so a few thousand PMD entries for gigabytes; the gateway's messages and the
+ * transfer index are MADV_DONTFORK, and so, for the fork only, are the unused tails of
+ * the append-only arrays) and the copy-on-write faults of its next writes. _Fork() skips
+ * the atfork handlers and malloc's locks: the child never allocates (the sessions buffer is
  * mmap'd, sz_snapshot_write() is made for this) and reports through a pipe with one
  * write(2) below PIPE_BUF.
  *
@@ -1128,32 +1101,15 @@ void sz_replica_snapshot_request(sz_replica_t *replica) {
     sz_ring_wake_consumer(replica->config.requests);
 }
 
-/* The transfer id index (8-byte slots, a power of two at least twice transfers_max) is
- * written at random by every batch and never read by a snapshot (sz_ledger_import rebuilds
- * it), so it is marked MADV_DONTFORK: during a snapshot the ledger thread takes no
- * copy-on-write fault on it (about one per transfer at 20M transfers: the main cost of a
- * snapshot under load), and fork copies fewer page tables. core/ledger.h names no address
- * for it: it is the gap between the end of the transfer metas and the expiry heap (both
- * exported), and is marked only when that gap is exactly the index's size, so a layout
- * that changed is left alone (slower, never wrong). Ask core for the range instead once
- * it offers one. */
+/* The transfer id index is written at random by every batch and never read by a snapshot
+ * (sz_ledger_import rebuilds it): not forked, the ledger thread takes no copy-on-write
+ * fault on it while a child runs (about one per transfer at 20M transfers, the main cost
+ * of a snapshot under load), and fork copies fewer page tables. Advice only. */
 static void replica_dontfork_index(const sz_replica_t *replica) {
-    const sz_ledger_config_t *config = &replica->config.ledger;
-    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-    uint64_t metas = (uint64_t)sz_ledger_export_array(replica->ledger,
-                                                      SZ_LEDGER_PART_TRANSFER_METAS);
-    uint64_t expiry = (uint64_t)sz_ledger_export_array(replica->ledger, SZ_LEDGER_PART_EXPIRY);
-    uint64_t metas_size = (uint64_t)config->transfers_max *
-                          sz_ledger_part_record_size(SZ_LEDGER_PART_TRANSFER_METAS);
-    uint64_t start = (metas + metas_size + page - 1) / page * page;
-    uint64_t slots = power_of_two_at_least(2ull * config->transfers_max);
-    uint64_t size = (slots * sizeof(uint64_t) + page - 1) / page * page;
-    if (expiry <= start || expiry - start != size) {
-        replica_log(replica, "level=warn msg=snapshot_index_shared reason=\"the ledger's layout "
-                             "is not the expected one: the transfer index is forked too\"");
-        return;
-    }
-    (void)madvise((void *)start, size, MADV_DONTFORK); /* best effort, as above */
+    void *address = NULL;
+    size_t size = 0;
+    sz_ledger_transfer_index_memory(replica->ledger, &address, &size);
+    (void)madvise(address, size, MADV_DONTFORK);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1409,13 +1365,10 @@ static int replica_allocate(sz_replica_t *replica, sz_journal_problem_t *problem
     replica->slots = calloc(replica->slot_count, sizeof(replica_slot_t));
     replica->push_batch = calloc(replica->slot_count, sizeof(sz_message_t *));
     replica->scratch_results = malloc(SZ_BATCH_EVENTS_MAX * sizeof(sz_create_result_t));
-    bool snapshots = config->snapshots.enabled;
-    if (snapshots) replica->dontfork_set = calloc(DONTFORK_SET_SIZE, sizeof(void *));
     uint32_t clients_max = config->clients_max != 0 ? config->clients_max : CLIENTS_DEFAULT;
     int result = cache_init(&replica->cache, clients_max);
     if (replica->slots == NULL || replica->push_batch == NULL ||
-        replica->scratch_results == NULL || result < 0 ||
-        (snapshots && replica->dontfork_set == NULL)) {
+        replica->scratch_results == NULL || result < 0) {
         if (problem != NULL) {
             snprintf(problem->reason, sizeof(problem->reason), "out of memory for the replica");
         }
@@ -1482,7 +1435,6 @@ void sz_replica_close(sz_replica_t *replica) {
         (void)kill(replica->snapshot_child, SIGKILL);
         replica_snapshot_reap(replica, true);
     }
-    free(replica->dontfork_set);
     sz_journal_deinit(replica->journal);
     sz_ledger_deinit(replica->ledger);
     cache_deinit(&replica->cache);
@@ -1716,11 +1668,6 @@ static bool replica_pop(sz_replica_t *replica) {
     uint32_t count_max = (uint32_t)(room < contiguous ? room : contiguous);
     void **messages = (void **)replica->push_batch; /* free between pushes: scratch */
     uint32_t count = sz_ring_pop(replica->config.requests, messages, count_max);
-    if (replica->dontfork_set != NULL) {
-        for (uint32_t index = 0; index < count; index++) {
-            replica_dontfork_mark(replica, messages[index]);
-        }
-    }
     for (uint32_t index = 0; index < count; index++) {
         replica->slots[(replica->slot_popped + index) & mask] =
             (replica_slot_t){.message = messages[index], .kind = SLOT_NEW,
